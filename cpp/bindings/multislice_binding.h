@@ -1,0 +1,82 @@
+// The Python face of a multislice engine (CPU or CUDA): one `run` that validates every array against the
+// plan's shape, fills MultisliceArgs and runs with the GIL released. Shared by _core and _core_cuda so
+// both backends take exactly the same arguments.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <complex>
+
+#include "bindings/check_array.h"
+#include "mspt/multislice_args.h"
+
+namespace mspt {
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+template <class Engine, class T>
+void bind_multislice(py::module_& m, const char* name, const char* doc) {
+  using C = std::complex<T>;
+  py::class_<Engine>(m, name, doc)
+      .def(py::init<int, int, int, int, int>(), "ny"_a, "nx"_a, "n_slices"_a, "modes"_a, "threads"_a = 0)
+      .def_property_readonly("threads", &Engine::threads)
+      .def_property_readonly("scratch_bytes", &Engine::scratch_bytes)
+      .def(
+          "run",
+          [](Engine& engine, const py::array& slices, const py::array& probe, const py::array& positions, double dz_A,
+             double wavelength_A, double dy_A, double dx_A, double tan_tilt_y, double tan_tilt_x, double cutoff_invA,
+             bool bandlimit_farfield, const py::object& intensities, const py::object& exit_waves, int source,
+             const py::object& grad_intensities, const py::object& data, int likelihood, double eps,
+             const py::object& grad_slices, const py::object& grad_probe, const py::object& grad_positions,
+             const py::object& grad_tilt, const py::object& loss_per_position) {
+            MultisliceArgs<T> a;
+            const py::ssize_t S = slices.ndim() == 3 ? slices.shape(0) : -1;
+            a.slices = reinterpret_cast<const cplx<T>*>(check_array<C>("slices", slices, {S, -1, -1}, false));
+            a.n_slices = slices.shape(0);
+            a.obj_h = slices.shape(1);
+            a.obj_w = slices.shape(2);
+            const py::ssize_t M = probe.ndim() == 3 ? probe.shape(0) : -1;
+            const py::ssize_t ny = probe.ndim() == 3 ? probe.shape(1) : -1;
+            const py::ssize_t nx = probe.ndim() == 3 ? probe.shape(2) : -1;
+            a.probe = reinterpret_cast<const cplx<T>*>(check_array<C>("probe", probe, {M, ny, nx}, false));
+            a.modes = int(M);
+            const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
+            a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
+            a.batch = B;
+            a.prop = PropagationParams{int(ny), int(nx), dy_A, dx_A, wavelength_A, dz_A, tan_tilt_y, tan_tilt_x,
+                                       cutoff_invA};
+            a.bandlimit_farfield = bandlimit_farfield;
+            a.intensities = check_optional<T>("intensities", intensities, {B, ny, nx}, true);
+            a.exit_waves = reinterpret_cast<cplx<T>*>(check_optional<C>("exit_waves", exit_waves, {B, M, ny, nx}, true));
+            a.source = static_cast<GradientSource>(source);
+            a.grad_intensities = check_optional<T>("grad_intensities", grad_intensities, {B, ny, nx}, false);
+            a.data = check_optional<T>("data", data, {B, ny, nx}, false);
+            if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr)
+              throw py::value_error("grad_intensities: required for a vector-Jacobian product");
+            if (a.source == GradientSource::kLikelihood && a.data == nullptr)
+              throw py::value_error("data: required for a likelihood gradient");
+            a.likelihood = likelihood;
+            a.eps = T(eps);
+            a.grad_slices = reinterpret_cast<cplx<T>*>(check_optional<C>("grad_slices", grad_slices, {S, a.obj_h, a.obj_w}, true));
+            a.grad_probe = reinterpret_cast<cplx<T>*>(check_optional<C>("grad_probe", grad_probe, {M, ny, nx}, true));
+            a.grad_positions = check_optional<double>("grad_positions", grad_positions, {B, 2}, true);
+            a.grad_tilt = check_optional<double>("grad_tilt", grad_tilt, {2}, true);
+            a.loss_per_position = check_optional<double>("loss_per_position", loss_per_position, {B}, true);
+            double loss = 0;
+            a.loss = &loss;
+            {
+              py::gil_scoped_release release;
+              engine.run(a);
+            }
+            return loss;
+          },
+          "slices"_a, "probe"_a, "positions_px"_a, "dz_A"_a, "wavelength_A"_a, "dy_A"_a, "dx_A"_a, "tan_tilt_y"_a,
+          "tan_tilt_x"_a, "cutoff_invA"_a, "bandlimit_farfield"_a, "intensities"_a = py::none(),
+          "exit_waves"_a = py::none(), "source"_a = 0, "grad_intensities"_a = py::none(), "data"_a = py::none(),
+          "likelihood"_a = 0, "eps"_a = 1e-6, "grad_slices"_a = py::none(), "grad_probe"_a = py::none(),
+          "grad_positions"_a = py::none(), "grad_tilt"_a = py::none(), "loss_per_position"_a = py::none(),
+          "Run the multislice model (and its gradient) on one batch of positions; returns the summed loss.");
+}
+
+}  // namespace mspt

@@ -1,0 +1,321 @@
+#include "cpu/multislice_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "mspt/windows.h"
+
+namespace mspt {
+
+template <class T>
+MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int threads)
+    : ny_(ny), nx_(nx), n_slices_(n_slices), modes_(modes) {
+  if (ny < 2 || nx < 2) throw std::invalid_argument("probe window must be at least 2x2 pixels");
+  if (n_slices < 1) throw std::invalid_argument("n_slices must be >= 1");
+  if (modes < 1) throw std::invalid_argument("modes must be >= 1");
+  threads_ = threads > 0 ? threads : omp_get_max_threads();
+  n_ = size_t(ny) * nx;
+  plane_ = padded_plane(n_);
+  chunk_ = std::max<int64_t>(16, 4 * int64_t(threads_));
+  fft_ = Fft2Plan<T>::get(ny, nx);
+  scratch_.resize(threads_);
+  for (auto& sc : scratch_) {
+    sc.waves = AlignedBuffer<cplx<T>>(size_t(n_slices) * modes * plane_);
+    sc.spectra = AlignedBuffer<cplx<T>>(size_t(n_slices) * modes * plane_);
+    sc.far = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
+    sc.work = AlignedBuffer<cplx<T>>(plane_);
+    sc.grad = AlignedBuffer<cplx<T>>(plane_);
+    sc.tmp = AlignedBuffer<cplx<T>>(plane_);
+    sc.intensity = AlignedBuffer<T>(plane_);
+    sc.dldi = AlignedBuffer<T>(plane_);
+    sc.ramp_y.resize(ny);
+    sc.ramp_x.resize(nx);
+  }
+  probe_spectra_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
+  probe_acc_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
+  propagator_ = AlignedBuffer<cplx<T>>(plane_);
+  in_band_.resize(n_);
+  far_band_.resize(n_);
+  ky_invA_.resize(ny);
+  kx_invA_.resize(nx);
+  ky_px_.resize(ny);
+  kx_px_.resize(nx);
+  chunk_r0_.resize(chunk_);
+  chunk_c0_.resize(chunk_);
+}
+
+template <class T>
+size_t MultisliceCpu<T>::scratch_bytes() const {
+  size_t per_thread = (2 * size_t(n_slices_) * modes_ + modes_ + 3) * plane_ * sizeof(cplx<T>) + 2 * plane_ * sizeof(T);
+  return threads_ * per_thread + (2 * size_t(modes_) + 1) * plane_ * sizeof(cplx<T>) + patch_grads_.size() * sizeof(cplx<T>) +
+         probe_grads_.size() * sizeof(cplx<T>);
+}
+
+template <class T>
+void MultisliceCpu<T>::prepare(const MultisliceArgs<T>& a) {
+  const PropagationParams& p = a.prop;
+  for (int iy = 0; iy < ny_; ++iy) {
+    ky_invA_[iy] = freq_y_invA(p, iy);
+    ky_px_[iy] = fft_freq(iy, ny_);
+  }
+  for (int ix = 0; ix < nx_; ++ix) {
+    kx_invA_[ix] = freq_x_invA(p, ix);
+    kx_px_[ix] = fft_freq(ix, nx_);
+  }
+  for (int iy = 0; iy < ny_; ++iy) {
+    for (int ix = 0; ix < nx_; ++ix) {
+      const size_t i = size_t(iy) * nx_ + ix;
+      propagator_[i] = propagator<T>(p, iy, ix);
+      in_band_[i] = inside_band(p, iy, ix);
+      far_band_[i] = a.bandlimit_farfield ? in_band_[i] : 1;
+    }
+  }
+  // The probe's spectrum, once per call (the input may be unaligned: stage it in scratch).
+  ThreadScratch& sc = scratch_[0];
+  for (int m = 0; m < modes_; ++m) {
+    std::memcpy(static_cast<void*>(sc.work.data()), a.probe + size_t(m) * n_, n_ * sizeof(cplx<T>));
+    fft_->forward(sc.work.data(), probe_spectra_.data() + size_t(m) * plane_);
+  }
+}
+
+template <class T>
+void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, int slot, ThreadScratch& sc) {
+  const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
+  const size_t n = n_, plane = plane_;
+  const T inv_n = T(1.0 / double(n));
+  const ProbeWindow win = probe_window(a.positions[2 * b], a.positions[2 * b + 1], ny, nx);
+  for (int iy = 0; iy < ny; ++iy) sc.ramp_y[iy] = shift_ramp_1d<T>(iy, ny, win.frac_y);
+  for (int ix = 0; ix < nx; ++ix) sc.ramp_x[ix] = shift_ramp_1d<T>(ix, nx, win.frac_x);
+  const cplx<T>* H = propagator_.data();
+  const int64_t obj_plane = a.obj_h * a.obj_w;
+  auto wave_at = [&](int s, int m) { return sc.waves.data() + (size_t(s) * M + m) * plane; };
+  auto spectrum_at = [&](int s, int m) { return sc.spectra.data() + (size_t(s) * M + m) * plane; };
+
+  // ---- forward ----
+  std::fill(sc.intensity.data(), sc.intensity.data() + n, T(0));
+  for (int m = 0; m < M; ++m) {
+    const cplx<T>* Phat = probe_spectra_.data() + size_t(m) * plane;
+    for (int iy = 0; iy < ny; ++iy) {
+      const cplx<T> ry = sc.ramp_y[iy] * inv_n;
+      for (int ix = 0; ix < nx; ++ix) {
+        const size_t i = size_t(iy) * nx + ix;
+        sc.work[i] = Phat[i] * (ry * sc.ramp_x[ix]);
+      }
+    }
+    fft_->backward(sc.work.data(), wave_at(0, m));
+    for (int s = 0; s < S; ++s) {
+      const cplx<T>* slice = a.slices + s * obj_plane;
+      const cplx<T>* psi = wave_at(s, m);
+      for (int iy = 0; iy < ny; ++iy)
+        for (int ix = 0; ix < nx; ++ix) {
+          const size_t i = size_t(iy) * nx + ix;
+          sc.tmp[i] = transmit(psi[i], slice, a.obj_w, win.r0, win.c0, iy, ix);
+        }
+      if (s < S - 1) {
+        cplx<T>* spec = spectrum_at(s + 1, m);
+        fft_->forward(sc.tmp.data(), spec);
+        for (size_t i = 0; i < n; ++i) spec[i] = spec[i] * H[i];
+        fft_->backward(spec, wave_at(s + 1, m));
+      } else {
+        if (a.exit_waves != nullptr)
+          std::memcpy(static_cast<void*>(a.exit_waves + (size_t(b) * M + m) * n), sc.tmp.data(), n * sizeof(cplx<T>));
+        cplx<T>* far = sc.far.data() + size_t(m) * plane;
+        fft_->forward(sc.tmp.data(), far);
+        for (size_t i = 0; i < n; ++i) sc.intensity[i] += farfield_intensity(far[i], bool(far_band_[i]), inv_n);
+      }
+    }
+  }
+  if (a.intensities != nullptr) {
+    T* out = a.intensities + size_t(b) * n;
+    for (int iy = 0; iy < ny; ++iy)
+      for (int ix = 0; ix < nx; ++ix)
+        out[size_t(shifted_index(iy, ny)) * nx + shifted_index(ix, nx)] = sc.intensity[size_t(iy) * nx + ix];
+  }
+  if (a.source == GradientSource::kNone) return;
+
+  // ---- dL/dI at this position, unshifted ----
+  const T* g_in = a.source == GradientSource::kGiven ? a.grad_intensities : a.data;
+  g_in += size_t(b) * n;
+  double loss = 0;
+  for (int iy = 0; iy < ny; ++iy)
+    for (int ix = 0; ix < nx; ++ix) {
+      const size_t i = size_t(iy) * nx + ix;
+      const T v = g_in[size_t(shifted_index(iy, ny)) * nx + shifted_index(ix, nx)];
+      if (a.source == GradientSource::kGiven) {
+        sc.dldi[i] = v;
+      } else if (far_band_[i]) {  // pixels the band-limited model cannot reach carry no information
+        T g;
+        loss += likelihood_element(a.likelihood, sc.intensity[i], v, a.eps, &g);
+        sc.dldi[i] = g;
+      } else {
+        sc.dldi[i] = T(0);
+      }
+    }
+  loss_terms_[b] = loss;
+
+  // ---- backward ----
+  double tilt_y = 0, tilt_x = 0, pos_y = 0, pos_x = 0;
+  for (int m = 0; m < M; ++m) {
+    const cplx<T>* far = sc.far.data() + size_t(m) * plane;
+    for (size_t i = 0; i < n; ++i) sc.work[i] = farfield_backward(far[i], sc.dldi[i], bool(far_band_[i]), inv_n);
+    fft_->backward(sc.work.data(), sc.grad.data());
+    for (int s = S - 1; s >= 0; --s) {
+      const cplx<T>* slice = a.slices + s * obj_plane;
+      const cplx<T>* psi = wave_at(s, m);
+      if (a.grad_slices != nullptr) {
+        cplx<T>* patch = patch_grads_.data() + (size_t(slot) * S + s) * plane;
+        if (m == 0) {
+          for (size_t i = 0; i < n; ++i) patch[i] = conj_mul(psi[i], sc.grad[i]);
+        } else {
+          for (size_t i = 0; i < n; ++i) patch[i] = patch[i] + conj_mul(psi[i], sc.grad[i]);
+        }
+      }
+      for (int iy = 0; iy < ny; ++iy)
+        for (int ix = 0; ix < nx; ++ix) {
+          const size_t i = size_t(iy) * nx + ix;
+          sc.grad[i] = transmit_adjoint(sc.grad[i], slice, a.obj_w, win.r0, win.c0, iy, ix);
+        }
+      if (s == 0) break;
+      fft_->forward(sc.grad.data(), sc.work.data());
+      if (a.grad_tilt != nullptr) {
+        const cplx<T>* spec = spectrum_at(s, m);
+        for (int iy = 0; iy < ny; ++iy) {
+          double row = 0;
+          for (int ix = 0; ix < nx; ++ix) {
+            const size_t i = size_t(iy) * nx + ix;
+            const T im = conj_mul(sc.work[i], spec[i]).im;
+            row += im;
+            tilt_x += kx_invA_[ix] * im;
+          }
+          tilt_y += ky_invA_[iy] * row;
+        }
+      }
+      for (size_t i = 0; i < n; ++i) sc.work[i] = conj_mul(H[i], sc.work[i]);
+      fft_->backward(sc.work.data(), sc.grad.data());
+    }
+    // sc.grad is now dL/d(shifted probe) for this mode.
+    if (a.grad_probe == nullptr && a.grad_positions == nullptr) continue;
+    fft_->forward(sc.grad.data(), sc.work.data());
+    const cplx<T>* Phat = probe_spectra_.data() + size_t(m) * plane;
+    cplx<T>* pg = a.grad_probe != nullptr ? probe_grads_.data() + (size_t(slot) * M + m) * plane : nullptr;
+    for (int iy = 0; iy < ny; ++iy) {
+      const cplx<T> ry = sc.ramp_y[iy] * inv_n;
+      double row = 0;
+      for (int ix = 0; ix < nx; ++ix) {
+        const size_t i = size_t(iy) * nx + ix;
+        const cplx<T> ramp = ry * sc.ramp_x[ix];
+        if (pg != nullptr) pg[i] = conj_mul(ramp, sc.work[i]);
+        const T im = conj_mul(sc.work[i], Phat[i] * ramp).im;
+        row += im;
+        pos_x += kx_px_[ix] * im;
+      }
+      pos_y += ky_px_[iy] * row;
+    }
+  }
+  if (a.grad_positions != nullptr) {
+    a.grad_positions[2 * b] = 2 * kPi * pos_y;
+    a.grad_positions[2 * b + 1] = 2 * kPi * pos_x;
+  }
+  tilt_terms_[2 * b] = 2 * kPi * a.prop.dz_A * tilt_y;
+  tilt_terms_[2 * b + 1] = 2 * kPi * a.prop.dz_A * tilt_x;
+}
+
+// Adds the chunk's object windows and probe spectra to the totals, in position order: parallel over
+// (slice, object row) and over probe bins, so no two threads write the same element.
+template <class T>
+void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, int64_t count) {
+  const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
+  if (a.grad_slices != nullptr) {
+    const int64_t rows = int64_t(S) * a.obj_h;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (int64_t sr = 0; sr < rows; ++sr) {
+      const int64_t s = sr / a.obj_h, row = sr % a.obj_h;
+      cplx<T>* dst_row = a.grad_slices + (s * a.obj_h + row) * a.obj_w;
+      for (int64_t c = 0; c < count; ++c) {
+        const int64_t r0 = chunk_r0_[c];
+        if (row < r0 || row >= r0 + ny) continue;
+        const cplx<T>* src = patch_grads_.data() + (size_t(c) * S + s) * plane_ + size_t(row - r0) * nx;
+        cplx<T>* dst = dst_row + chunk_c0_[c];
+        for (int ix = 0; ix < nx; ++ix) dst[ix] = dst[ix] + src[ix];
+      }
+    }
+  }
+  if (a.grad_probe != nullptr) {
+    const int64_t bins = int64_t(M) * n_;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (int64_t mi = 0; mi < bins; ++mi) {
+      const size_t m = size_t(mi) / n_, i = size_t(mi) % n_;
+      cplx<T> acc = probe_acc_[m * plane_ + i];
+      for (int64_t c = 0; c < count; ++c) acc = acc + probe_grads_[(size_t(c) * M + m) * plane_ + i];
+      probe_acc_[m * plane_ + i] = acc;
+    }
+  }
+  (void)first;
+}
+
+template <class T>
+void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
+  if (a.prop.ny != ny_ || a.prop.nx != nx_ || a.n_slices != n_slices_ || a.modes != modes_)
+    throw std::invalid_argument("multislice arguments do not match the plan's shape");
+  validate_windows(a.positions, a.batch, ny_, nx_, a.obj_h, a.obj_w);
+  prepare(a);
+  const bool grad = a.source != GradientSource::kNone;
+  if (grad && a.grad_slices != nullptr) {
+    if (patch_grads_.size() == 0) patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
+    std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
+  }
+  if (grad && a.grad_probe != nullptr) {
+    if (probe_grads_.size() == 0) probe_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * modes_ * plane_);
+    probe_acc_.zero();
+  }
+  tilt_terms_.assign(size_t(2 * a.batch), 0.0);
+  loss_terms_.assign(size_t(a.batch), 0.0);
+
+  for (int64_t first = 0; first < a.batch; first += chunk_) {
+    const int64_t count = std::min(chunk_, a.batch - first);
+    for (int64_t c = 0; c < count; ++c) {
+      const ProbeWindow w = probe_window(a.positions[2 * (first + c)], a.positions[2 * (first + c) + 1], ny_, nx_);
+      chunk_r0_[c] = w.r0;
+      chunk_c0_[c] = w.c0;
+    }
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+    for (int64_t c = 0; c < count; ++c) {
+      process_position(a, first + c, int(c), scratch_[omp_get_thread_num()]);
+    }
+    if (grad) scatter_chunk(a, first, count);
+  }
+
+  if (!grad) return;
+  if (a.grad_probe != nullptr) {
+    ThreadScratch& sc = scratch_[0];
+    for (int m = 0; m < modes_; ++m) {
+      fft_->backward(probe_acc_.data() + size_t(m) * plane_, sc.work.data());
+      std::memcpy(static_cast<void*>(a.grad_probe + size_t(m) * n_), sc.work.data(), n_ * sizeof(cplx<T>));
+    }
+  }
+  if (a.grad_tilt != nullptr) {
+    double ty = 0, tx = 0;
+    for (int64_t b = 0; b < a.batch; ++b) {
+      ty += tilt_terms_[2 * b];
+      tx += tilt_terms_[2 * b + 1];
+    }
+    a.grad_tilt[0] = ty;
+    a.grad_tilt[1] = tx;
+  }
+  if (a.source == GradientSource::kLikelihood) {
+    double total = 0;
+    for (int64_t b = 0; b < a.batch; ++b) total += loss_terms_[b];
+    if (a.loss != nullptr) *a.loss = total;
+    if (a.loss_per_position != nullptr) std::copy(loss_terms_.begin(), loss_terms_.end(), a.loss_per_position);
+  }
+}
+
+template class MultisliceCpu<float>;
+template class MultisliceCpu<double>;
+
+}  // namespace mspt
