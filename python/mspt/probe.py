@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -218,10 +219,18 @@ def make_probe(
     coefficients = _canonical_aberrations(defocus_A, aberrations)
 
     spectrum = coherent_probe_spectrum(energy_eV, semiangle_mrad, gpts, sampling_A, coefficients)
-    if not spectrum.any():
+    max_alpha_mrad = wavelength_A(energy_eV) * 2.0 / 3.0 / (2.0 * max(sampling_A)) * 1e3
+    if semiangle_mrad > max_alpha_mrad:
+        warnings.warn(
+            f"semiangle_mrad: {semiangle_mrad} mrad exceeds the {max_alpha_mrad:.1f} mrad that the multislice band "
+            f"limit (2/3 Nyquist) of {sampling_A} A pixels passes; the propagator will cut the aperture. "
+            "Use smaller pixels.",
+            stacklevel=2,
+        )
+    if np.count_nonzero(spectrum) < 2:
         raise ValueError(
-            f"semiangle_mrad: the {semiangle_mrad} mrad aperture passes no frequency of the {gpts} grid "
-            f"sampled at {sampling_A} A; use a finer sampling or a larger window"
+            f"semiangle_mrad: the {semiangle_mrad} mrad aperture passes only the zero frequency of the {gpts} "
+            f"window at {sampling_A} A pixels (a plane wave, not a probe); use a larger window"
         )
     if any(shift_px):
         spectrum = spectrum * _shift_ramp(gpts, shift_px)

@@ -5,6 +5,15 @@ product of a non-linear one.
 """
 
 from .likelihood import likelihood
+from .linear import (
+    extract_windows,
+    extract_windows_adjoint,
+    fourier_shift,
+    fourier_shift_adjoint,
+    overlap_add,
+    propagate,
+    propagate_adjoint,
+)
 from .multislice import (
     LIKELIHOODS,
     MultisliceGrads,
@@ -18,6 +27,13 @@ __all__ = [
     "LIKELIHOODS",
     "MultisliceGrads",
     "bandlimit_cutoff_invA",
+    "extract_windows",
+    "extract_windows_adjoint",
+    "fourier_shift",
+    "fourier_shift_adjoint",
+    "overlap_add",
+    "propagate",
+    "propagate_adjoint",
     "likelihood",
     "multislice_forward",
     "multislice_loss_grad",

@@ -1,0 +1,153 @@
+"""multislice_vjp and multislice_loss_grad against central finite differences (double-precision path),
+and the single-precision path against the double one."""
+
+import math
+
+import numpy as np
+import pytest
+
+import mspt
+from mspt import ops
+
+ENERGY, SAMPLING, DZ = 200e3, (0.2, 0.25), 2.5
+
+
+def crandn(rng, *shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.fixture(scope="module", params=[(1, 3, (24, 24)), (2, 4, (20, 28))], ids=["1mode-3slices", "2modes-4slices"])
+def case(request):
+    modes, S, window = request.param
+    rng = np.random.default_rng(7)
+    probe = mspt.make_probe(ENERGY, 22, window, SAMPLING, defocus_A=25, modes=modes).array.astype(np.complex128)
+    probe = probe + 0.05 * crandn(rng, *probe.shape) * np.abs(probe).max()
+    H, W = 44, 52
+    slices = np.exp(1j * 0.4 * rng.standard_normal((S, H, W))) * (1 + 0.1 * rng.standard_normal((S, H, W)))
+    positions = np.column_stack([rng.uniform(14, 30, 6), rng.uniform(16, 36, 6)])
+    tilt = np.array([4.0, -3.0])
+    data = rng.poisson(2e3 * ops.multislice_forward(slices, probe, positions, DZ, ENERGY, SAMPLING, tilt_mrad=tilt)).astype(float)
+    return dict(slices=slices, probe=probe, positions=positions, tilt=tilt, data=data, rng=rng)
+
+
+def quadratic_loss(c, target, **over):
+    args = dict(slices=c["slices"], probe=c["probe"], positions=c["positions"], tilt=c["tilt"]) | over
+    I = ops.multislice_forward(args["slices"], args["probe"], args["positions"], DZ, ENERGY, SAMPLING, tilt_mrad=args["tilt"])
+    return 0.5 * np.sum((I - target) ** 2), I - target
+
+
+def central_difference(f, h):
+    return (f(h) - f(-h)) / (2 * h)
+
+
+def directional(grad, direction):
+    """<grad, direction> in the real inner product: the directional derivative the gradient predicts."""
+    return float(np.sum(np.real(np.conj(grad) * direction)))
+
+
+@pytest.mark.parametrize("wrt", ["slices", "probe", "positions", "tilt"])
+def test_vjp_matches_finite_differences(case, wrt):
+    rng = case["rng"]
+    target = 0.5 * ops.multislice_forward(case["slices"], case["probe"], case["positions"], DZ, ENERGY, SAMPLING)
+    _, residual = quadratic_loss(case, target)
+    grads = ops.multislice_vjp(residual, case["slices"], case["probe"], case["positions"], DZ, ENERGY, SAMPLING, tilt_mrad=case["tilt"])
+    key = {"positions": "positions", "tilt": "tilt"}.get(wrt, wrt)
+    value = case[key]
+    direction = crandn(rng, *value.shape) if np.iscomplexobj(value) else rng.standard_normal(value.shape)
+    h = 1e-6 if wrt != "tilt" else 1e-4
+    fd = central_difference(lambda e: quadratic_loss(case, target, **{key: value + e * direction})[0], h)
+    grad = {"slices": grads.slices, "probe": grads.probe, "positions": grads.positions_px, "tilt": grads.tilt_mrad}[wrt]
+    predicted = directional(grad, direction)
+    assert abs(predicted - fd) <= 1e-6 * max(abs(fd), 1e-12) + 1e-12, (predicted, fd)
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "amplitude"])
+def test_fused_loss_gradient_matches_finite_differences(case, likelihood):
+    rng = case["rng"]
+    scale = math.sqrt(2e3)
+    probe = case["probe"] * scale
+
+    def loss(**over):
+        a = dict(slices=case["slices"], probe=probe, positions=case["positions"], tilt=case["tilt"]) | over
+        return ops.multislice_loss_grad(
+            case["data"], a["slices"], a["probe"], a["positions"], DZ, ENERGY, SAMPLING,
+            likelihood=likelihood, tilt_mrad=a["tilt"], wrt=(),
+        ).loss  # fmt: skip
+
+    g = ops.multislice_loss_grad(case["data"], case["slices"], probe, case["positions"], DZ, ENERGY, SAMPLING,
+                                 likelihood=likelihood, tilt_mrad=case["tilt"])  # fmt: skip
+    assert g.loss == pytest.approx(loss(), rel=1e-12)
+    assert g.loss_per_position.sum() == pytest.approx(g.loss, rel=1e-12)
+    for key, grad, h in [("slices", g.slices, 1e-6), ("probe", g.probe, 1e-6), ("positions", g.positions_px, 1e-6), ("tilt", g.tilt_mrad, 1e-4)]:
+        value = {"slices": case["slices"], "probe": probe, "positions": case["positions"], "tilt": case["tilt"]}[key]
+        direction = crandn(rng, *value.shape) if np.iscomplexobj(value) else rng.standard_normal(value.shape)
+        fd = central_difference(lambda e: loss(**{key: value + e * direction}), h)
+        assert directional(grad, direction) == pytest.approx(fd, rel=1e-5), key
+
+
+def test_fused_gradient_equals_likelihood_then_vjp(case):
+    """The fused pass equals forward -> likelihood -> vjp done in separate calls."""
+    probe = case["probe"] * math.sqrt(2e3)
+    args = (case["slices"], probe, case["positions"], DZ, ENERGY, SAMPLING)
+    fused = ops.multislice_loss_grad(case["data"], *args, tilt_mrad=case["tilt"])
+    intensity = ops.multislice_forward(*args, tilt_mrad=case["tilt"])
+    k = np.fft.fftshift(np.fft.fftfreq(probe.shape[1], SAMPLING[0]))[:, None] ** 2 + np.fft.fftshift(np.fft.fftfreq(probe.shape[2], SAMPLING[1]))[None] ** 2
+    band = np.broadcast_to(k < ops.bandlimit_cutoff_invA(SAMPLING) ** 2, intensity.shape)
+    loss, dldi = ops.likelihood(intensity, case["data"], "poisson", mask=band)
+    split = ops.multislice_vjp(dldi, *args, tilt_mrad=case["tilt"])
+    assert fused.loss == pytest.approx(loss, rel=1e-12)
+    for a, b in [(fused.slices, split.slices), (fused.probe, split.probe), (fused.positions_px, split.positions_px), (fused.tilt_mrad, split.tilt_mrad)]:
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
+
+
+def test_single_precision_matches_double(case):
+    s64, p64 = case["slices"], case["probe"]
+    args = (case["positions"], DZ, ENERGY, SAMPLING)
+    I64 = ops.multislice_forward(s64, p64, *args, tilt_mrad=case["tilt"])
+    I32 = ops.multislice_forward(s64.astype(np.complex64), p64.astype(np.complex64), *args, tilt_mrad=case["tilt"])
+    assert I32.dtype == np.float32 and I64.dtype == np.float64
+    assert np.linalg.norm(I32 - I64) / np.linalg.norm(I64) < 1e-5
+    g64 = ops.multislice_vjp(I64 - 0.5 * I64.mean(), s64, p64, *args, tilt_mrad=case["tilt"])
+    g32 = ops.multislice_vjp(I64 - 0.5 * I64.mean(), s64.astype(np.complex64), p64.astype(np.complex64), *args, tilt_mrad=case["tilt"])
+    for a, b in [(g32.slices, g64.slices), (g32.probe, g64.probe), (g32.positions_px, g64.positions_px), (g32.tilt_mrad, g64.tilt_mrad)]:
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+
+
+def test_results_do_not_depend_on_thread_count(case):
+    s, p = case["slices"].astype(np.complex64), case["probe"].astype(np.complex64)
+    args = (case["data"].astype(np.float32), s, p * np.float32(math.sqrt(2e3)), case["positions"], DZ, ENERGY, SAMPLING)
+    one = ops.multislice_loss_grad(*args, threads=1)
+    two = ops.multislice_loss_grad(*args, threads=2)
+    np.testing.assert_array_equal(one.slices, two.slices)
+    np.testing.assert_array_equal(one.probe, two.probe)
+    np.testing.assert_array_equal(one.positions_px, two.positions_px)
+    assert one.loss == two.loss
+
+
+def test_forward_conserves_intensity_in_vacuum():
+    """Propagation is unitary inside the band and the probe lies inside it: all electrons arrive."""
+    probe = mspt.make_probe(ENERGY, 20, (32, 32), SAMPLING, defocus_A=40, modes=3, electrons=1e4)
+    I = ops.multislice_forward(np.ones((5, 48, 48), np.complex64), probe, [[24, 24], [23.6, 25.2]], DZ)
+    np.testing.assert_allclose(I.sum(axis=(1, 2)), 1e4, rtol=1e-5)
+
+
+def test_exit_waves_are_the_far_field_of_the_intensities():
+    probe = mspt.make_probe(ENERGY, 20, (32, 32), SAMPLING, defocus_A=40, modes=2)
+    rng = np.random.default_rng(5)
+    slices = np.exp(1j * 0.3 * rng.standard_normal((3, 40, 40))).astype(np.complex64)
+    I, exit_waves = ops.multislice_forward(slices, probe, [[20.3, 19.8], [21, 18]], DZ, return_exit_waves=True, bandlimit=False)
+    far = np.fft.fftshift(np.fft.fft2(exit_waves.astype(np.complex128), norm="ortho"), axes=(-2, -1))
+    np.testing.assert_allclose(I, (np.abs(far) ** 2).sum(1), rtol=1e-4, atol=1e-6 * I.max())
+
+
+def test_single_slice_equals_numpy_reference():
+    """One slice, one mode: intensity = |F(shifted probe * window)|^2 / n, written independently in numpy."""
+    rng = np.random.default_rng(11)
+    probe = mspt.make_probe(ENERGY, 25, (24, 24), SAMPLING, defocus_A=10).array[0].astype(np.complex128)
+    obj = np.exp(1j * rng.standard_normal((40, 40)))
+    y, x = 19.3, 22.7
+    shifted = np.fft.ifft2(np.fft.fft2(probe) * np.exp(-2j * np.pi * (np.fft.fftfreq(24)[:, None] * 0.3 + np.fft.fftfreq(24)[None] * -0.3)))
+    window = obj[19 - 12 : 19 + 12, 23 - 12 : 23 + 12]
+    expected = np.fft.fftshift(np.abs(np.fft.fft2(shifted * window, norm="ortho")) ** 2)
+    got = ops.multislice_forward(obj[None], probe, [[y, x]], DZ, ENERGY, SAMPLING, bandlimit=False)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
