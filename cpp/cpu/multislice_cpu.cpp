@@ -35,6 +35,7 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
     sc.dldi = AlignedBuffer<T>(plane_);
     sc.ramp_y.resize(ny);
     sc.ramp_x.resize(nx);
+    for (auto* col : {&sc.tilt_col, &sc.tilt_colk, &sc.pos_col, &sc.pos_colk}) col->resize(nx);
   }
   probe_spectra_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
   probe_acc_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
@@ -93,8 +94,14 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
   for (int ix = 0; ix < nx; ++ix) sc.ramp_x[ix] = shift_ramp_1d<T>(ix, nx, win.frac_x);
   const cplx<T>* H = propagator_.data();
   const int64_t obj_plane = a.obj_h * a.obj_w;
-  auto wave_at = [&](int s, int m) { return sc.waves.data() + (size_t(s) * M + m) * plane; };
-  auto spectrum_at = [&](int s, int m) { return sc.spectra.data() + (size_t(s) * M + m) * plane; };
+  // The backward pass needs the wave entering every slice, the tilt derivative also the propagated
+  // spectra; what is not needed is not kept, so the forward pass stays in cache.
+  const bool keep_waves = a.source != GradientSource::kNone;
+  const bool keep_spectra = keep_waves && a.grad_tilt != nullptr;
+  auto wave_at = [&](int s, int m) { return sc.waves.data() + (keep_waves ? size_t(s) * M + m : 0) * plane; };
+  auto spectrum_at = [&](int s, int m) {
+    return keep_spectra ? sc.spectra.data() + (size_t(s) * M + m) * plane : sc.work.data();
+  };
 
   // ---- forward ----
   std::fill(sc.intensity.data(), sc.intensity.data() + n, T(0));
@@ -159,7 +166,17 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
   loss_terms_[b] = loss;
 
   // ---- backward ----
-  double tilt_y = 0, tilt_x = 0, pos_y = 0, pos_x = 0;
+  // Derivatives w.r.t. tilt and position are sums over bins weighted by ky or kx. They accumulate per
+  // column (elementwise across ix, so the loops vectorise): col[ix] += v, colk[ix] += ky[iy] v; then
+  // d/dkx-weighted = sum kx[ix] col[ix] and d/dky-weighted = sum colk[ix].
+  T* tilt_col = sc.tilt_col.data();
+  T* tilt_colk = sc.tilt_colk.data();
+  T* pos_col = sc.pos_col.data();
+  T* pos_colk = sc.pos_colk.data();
+  std::fill(tilt_col, tilt_col + nx, T(0));
+  std::fill(tilt_colk, tilt_colk + nx, T(0));
+  std::fill(pos_col, pos_col + nx, T(0));
+  std::fill(pos_colk, pos_colk + nx, T(0));
   for (int m = 0; m < M; ++m) {
     const cplx<T>* far = sc.far.data() + size_t(m) * plane;
     for (size_t i = 0; i < n; ++i) sc.work[i] = farfield_backward(far[i], sc.dldi[i], bool(far_band_[i]), inv_n);
@@ -167,55 +184,79 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
     for (int s = S - 1; s >= 0; --s) {
       const cplx<T>* slice = a.slices + s * obj_plane;
       const cplx<T>* psi = wave_at(s, m);
-      if (a.grad_slices != nullptr) {
-        cplx<T>* patch = patch_grads_.data() + (size_t(slot) * S + s) * plane;
-        if (m == 0) {
-          for (size_t i = 0; i < n; ++i) patch[i] = conj_mul(psi[i], sc.grad[i]);
+      cplx<T>* g = sc.grad.data();
+      // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g.
+      // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g, in
+      // one branch-free pass per case.
+      cplx<T>* patch = a.grad_slices != nullptr ? patch_grads_.data() + (size_t(slot) * S + s) * plane : nullptr;
+      for (int iy = 0; iy < ny; ++iy) {
+        const size_t row = size_t(iy) * nx;
+        cplx<T>* gr = g + row;
+        const cplx<T>* pr = psi + row;
+        if (patch == nullptr) {
+          for (int ix = 0; ix < nx; ++ix) gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
+        } else if (m == 0) {
+          cplx<T>* out = patch + row;
+          for (int ix = 0; ix < nx; ++ix) {
+            out[ix] = conj_mul(pr[ix], gr[ix]);
+            gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
+          }
         } else {
-          for (size_t i = 0; i < n; ++i) patch[i] = patch[i] + conj_mul(psi[i], sc.grad[i]);
+          cplx<T>* out = patch + row;
+          for (int ix = 0; ix < nx; ++ix) {
+            out[ix] = out[ix] + conj_mul(pr[ix], gr[ix]);
+            gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
+          }
         }
       }
-      for (int iy = 0; iy < ny; ++iy)
-        for (int ix = 0; ix < nx; ++ix) {
-          const size_t i = size_t(iy) * nx + ix;
-          sc.grad[i] = transmit_adjoint(sc.grad[i], slice, a.obj_w, win.r0, win.c0, iy, ix);
-        }
       if (s == 0) break;
-      fft_->forward(sc.grad.data(), sc.work.data());
+      fft_->forward(g, sc.work.data());
+      cplx<T>* w = sc.work.data();
       if (a.grad_tilt != nullptr) {
         const cplx<T>* spec = spectrum_at(s, m);
         for (int iy = 0; iy < ny; ++iy) {
-          double row = 0;
+          const T ky = T(ky_invA_[iy]);
+          cplx<T>* wr = w + size_t(iy) * nx;
+          const cplx<T>* sr = spec + size_t(iy) * nx;
+          const cplx<T>* hr = H + size_t(iy) * nx;
           for (int ix = 0; ix < nx; ++ix) {
-            const size_t i = size_t(iy) * nx + ix;
-            const T im = conj_mul(sc.work[i], spec[i]).im;
-            row += im;
-            tilt_x += kx_invA_[ix] * im;
+            const T im = conj_mul(wr[ix], sr[ix]).im;
+            tilt_col[ix] += im;
+            tilt_colk[ix] += ky * im;
+            wr[ix] = conj_mul(hr[ix], wr[ix]);
           }
-          tilt_y += ky_invA_[iy] * row;
         }
+      } else {
+        for (size_t i = 0; i < n; ++i) w[i] = conj_mul(H[i], w[i]);
       }
-      for (size_t i = 0; i < n; ++i) sc.work[i] = conj_mul(H[i], sc.work[i]);
-      fft_->backward(sc.work.data(), sc.grad.data());
+      fft_->backward(w, g);
     }
     // sc.grad is now dL/d(shifted probe) for this mode.
     if (a.grad_probe == nullptr && a.grad_positions == nullptr) continue;
     fft_->forward(sc.grad.data(), sc.work.data());
     const cplx<T>* Phat = probe_spectra_.data() + size_t(m) * plane;
-    cplx<T>* pg = a.grad_probe != nullptr ? probe_grads_.data() + (size_t(slot) * M + m) * plane : nullptr;
+    cplx<T>* pg = a.grad_probe != nullptr ? probe_grads_.data() + (size_t(slot) * M + m) * plane : sc.tmp.data();
     for (int iy = 0; iy < ny; ++iy) {
       const cplx<T> ry = sc.ramp_y[iy] * inv_n;
-      double row = 0;
+      const T ky = T(ky_px_[iy]);
+      const cplx<T>* qr = sc.work.data() + size_t(iy) * nx;
+      const cplx<T>* pr = Phat + size_t(iy) * nx;
+      cplx<T>* gr = pg + size_t(iy) * nx;
       for (int ix = 0; ix < nx; ++ix) {
-        const size_t i = size_t(iy) * nx + ix;
         const cplx<T> ramp = ry * sc.ramp_x[ix];
-        if (pg != nullptr) pg[i] = conj_mul(ramp, sc.work[i]);
-        const T im = conj_mul(sc.work[i], Phat[i] * ramp).im;
-        row += im;
-        pos_x += kx_px_[ix] * im;
+        gr[ix] = conj_mul(ramp, qr[ix]);
+        const T im = conj_mul(qr[ix], pr[ix] * ramp).im;
+        pos_col[ix] += im;
+        pos_colk[ix] += ky * im;
       }
-      pos_y += ky_px_[iy] * row;
     }
+  }
+  double tilt_y = 0, tilt_x = 0, pos_y = 0, pos_x = 0;
+  for (int ix = 0; ix < nx; ++ix) {
+    tilt_y += tilt_colk[ix];
+    tilt_x += kx_invA_[ix] * tilt_col[ix];
+    pos_y += pos_colk[ix];
+    pos_x += kx_px_[ix] * pos_col[ix];
   }
   if (a.grad_positions != nullptr) {
     a.grad_positions[2 * b] = 2 * kPi * pos_y;

@@ -34,6 +34,7 @@ class MultisliceCpu {
     AlignedBuffer<cplx<T>> work, grad, tmp;  // [plane]
     AlignedBuffer<T> intensity, dldi;        // [plane] unshifted
     std::vector<cplx<T>> ramp_y, ramp_x;     // [ny], [nx]
+    std::vector<T> tilt_col, tilt_colk, pos_col, pos_colk;  // [nx] per-column derivative sums
   };
 
   void prepare(const MultisliceArgs<T>& args);
