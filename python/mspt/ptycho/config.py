@@ -1,0 +1,112 @@
+"""PtychoConfig: every setting of a multislice ptychography reconstruction, validated on creation.
+
+Defaults suit a 200 keV, 20-30 mrad, 0.5-1 A step scan of a crystal a few nm thick; the sample-specific
+settings to check are the slice count and thickness (together: the sample thickness the stack spans).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .. import _validate as v
+
+LIKELIHOODS = ("amplitude", "poisson")
+OBJECT_CONSTRAINTS = ("none", "amplitude_le_1", "phase_only")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class PtychoConfig:
+    """Settings of :func:`mspt.ptycho.reconstruct`.
+
+    Geometry
+        n_slices : object slices along the beam.
+        slice_thickness_A : their thickness (A); the stack spans ``n_slices * slice_thickness_A``.
+        stack_centre_A : where the stack's centre sits relative to the plane the scan's defocus refers to
+            (A along the beam; 0 puts the stack centre on that plane).
+        padding_px : object pixels added around the scanned field of view, beyond the probe window.
+    Optimisation
+        iterations : passes over the data (epochs).
+        batch_size : probe positions per gradient step.
+        likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
+        object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
+        probe_modes : mixed-state probe modes (kept orthogonal).
+        refine_probe_from, refine_positions_from, refine_tilt_from : first iteration (0-based) at which
+            each is refined; -1 never refines it.
+        max_position_step_px : largest position change per iteration (object pixels).
+        seed : seeds the batch order (a run is reproducible).
+    Regularisation
+        object_constraint : "amplitude_le_1" (transmission amplitude at most 1), "phase_only", or "none".
+        kz_strength : strength of the kz (depth) filter that damps structure varying fast along the
+            beam relative to across it; 0 disables it.
+        tv_weight : total-variation weight on each slice's phase (0 disables it).
+    Execution
+        device : "cpu" or "cuda"; threads : CPU threads (None: all).
+        checkpoint_every : write a checkpoint every N iterations (0: never); checkpoint_path : its file.
+        memory_budget_bytes : scans larger than this are streamed from their file in batches.
+        progress : show a progress bar.
+    """
+
+    n_slices: int = 5
+    slice_thickness_A: float = 4.0
+    stack_centre_A: float = 0.0
+    padding_px: int = 8
+    iterations: int = 30
+    batch_size: int = 64
+    likelihood: str = "amplitude"
+    object_step: float = 0.9
+    probe_step: float = 0.5
+    position_step: float = 0.5
+    probe_modes: int = 1
+    refine_probe_from: int = 2
+    refine_positions_from: int = 5
+    refine_tilt_from: int = -1
+    max_position_step_px: float = 0.2
+    seed: int = 0
+    object_constraint: str = "amplitude_le_1"
+    kz_strength: float = 0.0
+    tv_weight: float = 0.0
+    device: str = "cpu"
+    threads: int | None = None
+    checkpoint_every: int = 0
+    checkpoint_path: str | None = None
+    memory_budget_bytes: int = 4 * 2**30
+    progress: bool = True
+
+    def __post_init__(self):
+        v.positive("n_slices", self.n_slices, integer=True)
+        v.positive("slice_thickness_A", self.slice_thickness_A)
+        v.finite("stack_centre_A", self.stack_centre_A, "A")
+        v.positive("padding_px", self.padding_px, integer=True, allow_zero=True)
+        v.positive("iterations", self.iterations, integer=True, allow_zero=True)
+        v.positive("batch_size", self.batch_size, integer=True)
+        v.choice("likelihood", self.likelihood, LIKELIHOODS)
+        v.fraction("object_step", self.object_step, high=2.0)
+        v.fraction("probe_step", self.probe_step, high=2.0)
+        v.fraction("position_step", self.position_step, high=2.0)
+        v.positive("probe_modes", self.probe_modes, integer=True)
+        for name in ("refine_probe_from", "refine_positions_from", "refine_tilt_from"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < -1:
+                raise ValueError(f"{name}: expected an iteration index >= 0, or -1 for never, got {value!r}")
+        v.positive("max_position_step_px", self.max_position_step_px)
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
+        v.choice("object_constraint", self.object_constraint, OBJECT_CONSTRAINTS)
+        v.positive("kz_strength", self.kz_strength, allow_zero=True)
+        v.positive("tv_weight", self.tv_weight, allow_zero=True)
+        v.choice("device", self.device, DEVICES)
+        if self.threads is not None:
+            v.positive("threads", self.threads, integer=True)
+        v.positive("checkpoint_every", self.checkpoint_every, integer=True, allow_zero=True)
+        if self.checkpoint_every and not self.checkpoint_path:
+            raise ValueError("checkpoint_path: required when checkpoint_every > 0")
+        v.positive("memory_budget_bytes", self.memory_budget_bytes, integer=True)
+
+    @property
+    def thickness_A(self) -> float:
+        """The thickness the slice stack spans (A)."""
+        return self.n_slices * self.slice_thickness_A
+
+    def replace(self, **changes) -> "PtychoConfig":
+        return dataclasses.replace(self, **changes)

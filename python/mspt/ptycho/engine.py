@@ -1,0 +1,239 @@
+"""PtychoEngine: the state of one multislice ptychography reconstruction and its update rule.
+
+The engine owns the object slices, the probe modes, the probe positions, the beam tilt and the batch
+schedule across iterations; the native fused operator (:func:`mspt.ops.multislice_loss_grad`) computes
+the likelihood and all gradients of a batch in one pass, and each parameter takes a preconditioned
+(Gauss-Newton-diagonal) step:
+
+* slices:    O -= step * dL/dO / (2 c (illumination + beta * max illumination)), the summed probe intensity
+             of the batch at each object pixel (the multislice generalisation of the rPIE step);
+* probe:     P -= step * dL/dP / (2 c (sum over the batch of |O window|^2 + beta * max));
+* positions: r -= step * dL/dr / (2 c ||d probe / dr||^2), clipped to max_position_step_px;
+* tilt:      a secant (1-D Newton) step per iteration on the gradient summed over the iteration.
+
+c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
+Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
+the probe modes are re-orthogonalised, and the mean position correction is removed (a global shift of
+all positions is the object's, not the scan's).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from ..probe import make_probe
+from .config import PtychoConfig
+from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, tv_step
+from .scan import PtychoScan
+
+# rPIE-style floor of the illumination preconditioner, as a fraction of its maximum.
+ILLUMINATION_FLOOR = 0.1
+# Curvature of each likelihood per unit of wave intensity, near the solution.
+LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
+# Largest tilt change per iteration (mrad) and the first, gradient-sign step.
+MAX_TILT_STEP_MRAD = 2.0
+FIRST_TILT_STEP_MRAD = 0.5
+
+
+class PtychoEngine:
+    """Reconstruction state and one-iteration update. Build it with :meth:`start` or :meth:`from_state`."""
+
+    def __init__(self, scan: PtychoScan, config: PtychoConfig, state: dict):
+        self.scan = scan
+        self.config = config
+        self.sampling_A = scan.sampling_A
+        self.window = scan.pattern_shape
+        self.slices: np.ndarray = state["slices"]
+        self.probe: np.ndarray = state["probe"]
+        self.positions_px: np.ndarray = state["positions_px"]
+        self.nominal_positions_px: np.ndarray = state["nominal_positions_px"]
+        self.object_origin_A: np.ndarray = state["object_origin_A"]
+        self.tilt_mrad: np.ndarray = state["tilt_mrad"]
+        self.iteration: int = int(state["iteration"])
+        self.loss_history: list[float] = list(state["loss_history"])
+        self.tilt_memory: np.ndarray = state["tilt_memory"]  # previous (tilt, gradient) for the secant step
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng_state"]
+        self._data = None
+        if scan.nbytes_float32 <= config.memory_budget_bytes:
+            self._data = scan.read(np.arange(scan.n_positions))
+
+    # -- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, scan: PtychoScan, config: PtychoConfig, mean_counts: float) -> "PtychoEngine":
+        """A fresh reconstruction: vacuum slices, the probe from the calibrations, the nominal positions."""
+        sampling = scan.sampling_A
+        ny, nx = scan.pattern_shape
+        positions_A = scan.positions()
+        # Object pixel (0, 0) sits at object_origin_A; every window keeps `padding_px` pixels to the edge.
+        pad = config.padding_px
+        origin = positions_A.min(0) - (np.array([ny // 2, nx // 2]) + pad) * np.array(sampling)
+        positions_px = (positions_A - origin) / np.array(sampling)
+        extent = positions_px.max(0)
+        shape = (int(math.ceil(extent[0])) + ny - ny // 2 + pad + 1, int(math.ceil(extent[1])) + nx - nx // 2 + pad + 1)
+        probe = make_probe(
+            scan.energy_eV, scan.semiangle_mrad, (ny, nx), sampling, defocus_A=entrance_defocus_A(scan, config),
+            aberrations=scan.aberrations, modes=config.probe_modes, electrons=mean_counts,
+        ).array  # fmt: skip
+        state = dict(
+            slices=np.ones((config.n_slices, *shape), np.complex64),
+            probe=probe,
+            positions_px=positions_px,
+            nominal_positions_px=positions_px.copy(),
+            object_origin_A=origin,
+            tilt_mrad=np.array(v_pair(scan.tilt_mrad), dtype=np.float64),
+            iteration=0,
+            loss_history=[],
+            tilt_memory=np.full(4, np.nan),
+            rng_state=np.random.default_rng(config.seed).bit_generator.state,
+        )
+        return cls(scan, config, state)
+
+    @classmethod
+    def from_state(cls, scan: PtychoScan, config: PtychoConfig, state: dict) -> "PtychoEngine":
+        return cls(scan, config, state)
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly where this engine is (for checkpoints)."""
+        return dict(
+            slices=self.slices, probe=self.probe, positions_px=self.positions_px,
+            nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
+            tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
+            tilt_memory=self.tilt_memory, rng_state=self.rng.bit_generator.state,
+        )  # fmt: skip
+
+    # -- one iteration ---------------------------------------------------------------------------------
+    def _refining(self, first: int) -> bool:
+        return first >= 0 and self.iteration >= first
+
+    def _batches(self) -> list[np.ndarray]:
+        n, size = self.scan.n_positions, self.config.batch_size
+        if self._data is not None:
+            order = self.rng.permutation(n)
+            return [order[i : i + size] for i in range(0, n, size)]
+        # Streaming from a file: contiguous blocks (cheap to read) in a random order.
+        blocks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+        return [blocks[i] for i in self.rng.permutation(len(blocks))]
+
+    def _read(self, batch: np.ndarray) -> np.ndarray:
+        return self._data[batch] if self._data is not None else self.scan.read(batch)
+
+    def run_iteration(self) -> float:
+        """One pass over the data; returns the mean loss per pattern."""
+        cfg = self.config
+        refine_probe = self._refining(cfg.refine_probe_from)
+        refine_positions = self._refining(cfg.refine_positions_from)
+        refine_tilt = self._refining(cfg.refine_tilt_from)
+        wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions + ["tilt"] * refine_tilt
+        curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
+        probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
+        position_curvature = _shift_curvature(self.probe)
+        total_loss = 0.0
+        tilt_gradient = np.zeros(2)
+        for batch in self._batches():
+            fit = ops.multislice_loss_grad(
+                self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
+                self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
+                wrt=wrt, device=cfg.device, threads=cfg.threads,
+            )  # fmt: skip
+            total_loss += fit.loss
+            positions = self.positions_px[batch]
+            self._step_slices(fit.slices, probe_intensity, positions, curvature)
+            if refine_probe:
+                self._step_probe(fit.probe, positions, curvature)
+            if refine_positions:
+                step = -cfg.position_step * fit.positions_px / (2 * curvature * position_curvature)
+                moved = self.positions_px[batch] + np.clip(step, -cfg.max_position_step_px, cfg.max_position_step_px)
+                self.positions_px[batch] = np.clip(moved, *self._position_bounds())
+            if refine_tilt:
+                tilt_gradient += fit.tilt_mrad
+        self._finish_iteration(refine_probe, refine_positions, refine_tilt, tilt_gradient)
+        mean_loss = total_loss / self.scan.n_positions
+        self.loss_history.append(mean_loss)
+        self.iteration += 1
+        return mean_loss
+
+    def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
+        tiles = np.broadcast_to(probe_intensity.astype(np.complex64), (len(positions), *probe_intensity.shape))
+        illumination = ops.extract_windows_adjoint(tiles, positions, self.slices.shape[1:]).real
+        denominator = 2 * curvature * (illumination + ILLUMINATION_FLOOR * illumination.max())
+        self.slices -= (self.config.object_step / denominator).astype(np.float32) * grad
+
+    def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
+        windows = ops.extract_windows(self.slices[0], positions, self.window)
+        coverage = np.sum(np.abs(windows) ** 2, axis=0)
+        denominator = 2 * curvature * (coverage + ILLUMINATION_FLOOR * coverage.max())
+        self.probe -= (self.config.probe_step / denominator).astype(np.float32) * grad
+
+    def _finish_iteration(self, refine_probe: bool, refine_positions: bool, refine_tilt: bool, tilt_gradient):
+        cfg = self.config
+        self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
+        if cfg.kz_strength > 0 and cfg.n_slices > 1:
+            self.slices = kz_filter(self.slices, cfg.slice_thickness_A, self.sampling_A, cfg.kz_strength)
+            self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
+        if cfg.tv_weight > 0:
+            self.slices = tv_step(self.slices, cfg.tv_weight)
+        if refine_probe and self.probe.shape[0] > 1:
+            self.probe = orthogonalise_modes(self.probe)
+        if refine_positions:
+            # A common shift of every position is a shift of the object: keep the mean on the nominal one.
+            drift = (self.positions_px - self.nominal_positions_px).mean(0)
+            self.positions_px -= drift
+        if refine_tilt:
+            self._step_tilt(tilt_gradient)
+
+    def _step_tilt(self, gradient: np.ndarray):
+        previous_tilt, previous_gradient = self.tilt_memory[:2], self.tilt_memory[2:]
+        step = -np.sign(gradient) * FIRST_TILT_STEP_MRAD
+        if np.all(np.isfinite(previous_tilt)):
+            dt = self.tilt_mrad - previous_tilt
+            dg = gradient - previous_gradient
+            with np.errstate(divide="ignore", invalid="ignore"):
+                curvature = np.where(np.abs(dt) > 1e-9, dg / dt, np.nan)
+            newton = np.where(curvature > 0, -gradient / curvature, step)
+            step = np.where(np.isfinite(newton), newton, step)
+        step = np.clip(step, -MAX_TILT_STEP_MRAD, MAX_TILT_STEP_MRAD)
+        self.tilt_memory = np.concatenate([self.tilt_mrad, gradient])
+        self.tilt_mrad = self.tilt_mrad + step
+
+    def _position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Window centres whose window stays inside the object (with half a pixel to spare)."""
+        ny, nx = self.window
+        h, w = self.slices.shape[1:]
+        return np.array([ny // 2, nx // 2], float), np.array([h - ny + ny // 2 - 1, w - nx + nx // 2 - 1], float)
+
+    # -- views -----------------------------------------------------------------------------------------
+    def positions_A(self) -> np.ndarray:
+        return self.positions_px * np.array(self.sampling_A) + self.object_origin_A
+
+    def summed_phase(self) -> np.ndarray:
+        return np.sum(np.angle(self.slices), axis=0)
+
+
+def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:
+    """The probe's defocus referred to the stack's entrance surface (what the multislice model starts from).
+
+    With the "centre" reference the stack's centre sits ``stack_centre_A`` downstream of the reference plane,
+    so its entrance is ``stack_centre_A - thickness / 2`` from it, and a crossover ``defocus_A`` downstream of
+    the reference plane is ``defocus_A - stack_centre_A + thickness / 2`` downstream of the entrance."""
+    if scan.defocus_reference == "entrance":
+        return float(scan.defocus_A)
+    return float(scan.defocus_A) - config.stack_centre_A + config.thickness_A / 2
+
+
+def v_pair(value) -> tuple[float, float]:
+    arr = np.broadcast_to(np.asarray(value, dtype=float), (2,))
+    return float(arr[0]), float(arr[1])
+
+
+def _shift_curvature(probe: np.ndarray) -> np.ndarray:
+    """||d probe / dy||^2 and ||d probe / dx||^2 (per pixel^2), summed over modes: the Gauss-Newton
+    curvature of the wave w.r.t. a probe position."""
+    m, ny, nx = probe.shape
+    spectrum = np.abs(np.fft.fft2(probe.astype(np.complex128), norm="ortho")) ** 2
+    ky = (2 * np.pi * np.fft.fftfreq(ny)) ** 2
+    kx = (2 * np.pi * np.fft.fftfreq(nx)) ** 2
+    return np.array([np.sum(spectrum * ky[None, :, None]), np.sum(spectrum * kx[None, None, :])])

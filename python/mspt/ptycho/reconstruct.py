@@ -1,0 +1,89 @@
+"""reconstruct(): the multislice ptychography loop (progress, checkpoints, resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from .checkpoint import load_state, save_state
+from .config import PtychoConfig
+from .engine import PtychoEngine
+from .result import PtychoResult
+from .scan import PtychoScan
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="ptychography", unit="it", leave=False)
+
+
+def _config_fingerprint(config: PtychoConfig) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoint."""
+    keep = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for volatile in ("iterations", "progress", "checkpoint_every", "checkpoint_path", "threads", "device"):
+        keep.pop(volatile)
+    return keep
+
+
+def reconstruct(scan: PtychoScan, config: PtychoConfig = PtychoConfig(), *, resume: bool = False) -> PtychoResult:
+    """Reconstruct one tilt: object slices, probe modes, positions and beam tilt from a 4D-STEM scan.
+
+    With ``resume=True`` and an existing ``config.checkpoint_path``, the run continues from the checkpoint
+    and ends where an uninterrupted run would have.
+    """
+    if not isinstance(scan, PtychoScan):
+        raise TypeError(f"scan: expected an mspt.ptycho.PtychoScan, got {type(scan).__name__}")
+    if not isinstance(config, PtychoConfig):
+        raise TypeError(f"config: expected an mspt.ptycho.PtychoConfig, got {type(config).__name__}")
+    mean_counts = scan.check_patterns()
+    fingerprint = _config_fingerprint(config)
+    checkpoint = pathlib.Path(config.checkpoint_path) if config.checkpoint_path else None
+    if resume and checkpoint is not None and checkpoint.exists():
+        state, meta = load_state(checkpoint)
+        if meta.get("config") != fingerprint:
+            raise ValueError(
+                f"checkpoint_path: {checkpoint} was written with different settings; resume with the same "
+                "configuration or start a new run"
+            )
+        engine = PtychoEngine.from_state(scan, config, state)
+    else:
+        engine = PtychoEngine.start(scan, config, mean_counts)
+
+    bar = _progress(config.iterations, engine.iteration, config.progress)
+    started = time.perf_counter()
+    iteration_times = []
+    try:
+        while engine.iteration < config.iterations:
+            t0 = time.perf_counter()
+            loss = engine.run_iteration()
+            iteration_times.append(time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if checkpoint is not None and config.checkpoint_every and engine.iteration % config.checkpoint_every == 0:
+                save_state(checkpoint, engine.state(), {"config": fingerprint})
+    finally:
+        if bar is not None:
+            bar.close()
+    total = time.perf_counter() - started
+    sampling = engine.sampling_A
+    return PtychoResult(
+        slices=engine.slices.copy(),
+        probe=engine.probe.copy(),
+        positions_A=engine.positions_A(),
+        nominal_positions_A=engine.nominal_positions_px * np.array(sampling) + engine.object_origin_A,
+        tilt_mrad=engine.tilt_mrad.copy(),
+        loss=np.array(engine.loss_history),
+        summed_phase=engine.summed_phase(),
+        pixel_size_A=sampling,
+        slice_thickness_A=config.slice_thickness_A,
+        object_origin_A=engine.object_origin_A.copy(),
+        timings={"total": total, "per_iteration": float(np.mean(iteration_times)) if iteration_times else 0.0},
+        config=config,
+    )

@@ -1,0 +1,57 @@
+"""Constraints and regularisers applied to the object and the probe between iterations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def apply_object_constraint(slices: np.ndarray, constraint: str) -> np.ndarray:
+    """"amplitude_le_1": a transmission amplitude never exceeds 1 (the sample does not add electrons);
+    "phase_only": the amplitude is 1 everywhere; "none": unchanged."""
+    if constraint == "none":
+        return slices
+    amplitude = np.abs(slices)
+    if constraint == "phase_only":
+        scale = 1.0 / np.maximum(amplitude, 1e-12)
+    else:
+        scale = 1.0 / np.maximum(amplitude, 1.0)
+    return (slices * scale).astype(slices.dtype, copy=False)
+
+
+def kz_filter(slices: np.ndarray, slice_thickness_A: float, sampling_A, strength: float) -> np.ndarray:
+    """Damp structure that varies faster along the beam than across it (the depth direction is the one
+    ptychography resolves worst): the complex log of the stack is filtered in 3D Fourier space by
+    ``W = 1 - (2 / pi) arctan(strength^2 kz^2 / kr^2)``, which keeps kz = 0 and suppresses a 3D frequency
+    the more its direction points along the beam."""
+    s, h, w = slices.shape
+    log_object = np.log(np.maximum(np.abs(slices), 1e-6)) + 1j * np.angle(slices)
+    kz = np.fft.fftfreq(s, slice_thickness_A)[:, None, None]
+    ky = np.fft.fftfreq(h, sampling_A[0])[None, :, None]
+    kx = np.fft.fftfreq(w, sampling_A[1])[None, None, :]
+    kr2 = ky**2 + kx**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight = 1 - (2 / np.pi) * np.arctan(strength**2 * kz**2 / kr2)
+    weight = np.where(kz == 0, 1.0, np.where(kr2 == 0, 0.0, weight))
+    filtered = np.fft.ifftn(np.fft.fftn(log_object) * weight)
+    return np.exp(filtered).astype(slices.dtype)
+
+
+def orthogonalise_modes(probe: np.ndarray) -> np.ndarray:
+    """Mixed-state modes made mutually orthogonal (an SVD of the stacked modes), strongest first; the
+    total intensity and the density matrix they represent are unchanged."""
+    m = probe.shape[0]
+    u, s, vh = np.linalg.svd(probe.reshape(m, -1).astype(np.complex128), full_matrices=False)
+    return (s[:, None] * vh).reshape(probe.shape).astype(probe.dtype)
+
+
+def tv_step(slices: np.ndarray, weight: float, eps: float = 1e-3) -> np.ndarray:
+    """One gradient step of total-variation smoothing on each slice's phase (step ``weight`` radians)."""
+    phase = np.angle(slices)
+    amplitude = np.abs(slices)
+    gy = np.diff(phase, axis=1, append=phase[:, -1:, :])
+    gx = np.diff(phase, axis=2, append=phase[:, :, -1:])
+    norm = np.sqrt(gy**2 + gx**2 + eps**2)
+    py, px = gy / norm, gx / norm
+    divergence = np.diff(py, axis=1, prepend=0 * py[:, :1, :]) + np.diff(px, axis=2, prepend=0 * px[:, :, :1])
+    phase = phase + weight * divergence
+    return (amplitude * np.exp(1j * phase)).astype(slices.dtype)
