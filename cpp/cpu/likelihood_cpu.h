@@ -13,7 +13,7 @@ template <class T>
 double likelihood_cpu(const T* intensity, const T* data, const unsigned char* mask, size_t count, int kind, T eps,
                       T* grad) {
   double loss = 0;
-#pragma omp parallel for reduction(+ : loss) schedule(static)
+#pragma omp parallel for reduction(+ : loss) schedule(static) if (count > (size_t(1) << 16))
   for (long long k = 0; k < (long long)count; ++k) {
     if (mask != nullptr && !mask[k]) {
       grad[k] = T(0);

@@ -11,12 +11,15 @@
 namespace mspt {
 namespace {
 
+// Below this many elements a parallel region costs more than it saves (and stalls behind any busy core).
+constexpr int64_t kParallelThreshold = int64_t(1) << 16;
+
 // Runs fn(k, spectrum) between a forward and an inverse FFT of every wave, one wave per thread.
 template <class T, class SpectrumOp>
 void filter_waves(const cplx<T>* waves, int64_t count, int ny, int nx, cplx<T>* out, SpectrumOp fn) {
   const size_t n = size_t(ny) * nx;
   auto fft = Fft2Plan<T>::get(ny, nx);
-#pragma omp parallel
+#pragma omp parallel if (count * int64_t(n) > kParallelThreshold)
   {
     AlignedBuffer<cplx<T>> a(n), b(n);
 #pragma omp for schedule(static)
@@ -66,7 +69,7 @@ template <class T>
 void extract_windows_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const double* positions_px,
                          int64_t batch, int ny, int nx, cplx<T>* patches) {
   validate_windows(positions_px, batch, ny, nx, obj_h, obj_w);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (batch * ny * nx > kParallelThreshold)
   for (int64_t b = 0; b < batch; ++b) {
     const ProbeWindow w = probe_window(positions_px[2 * b], positions_px[2 * b + 1], ny, nx);
     const cplx<T> one = make_cplx<T>(1, 0);
@@ -83,7 +86,7 @@ void overlap_add_cpu(const cplx<T>* patches, const double* positions_px, int64_t
   std::vector<ProbeWindow> windows(batch);
   for (int64_t b = 0; b < batch; ++b) windows[b] = probe_window(positions_px[2 * b], positions_px[2 * b + 1], ny, nx);
   // Parallel over object rows, positions in order: deterministic, no two threads write one element.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (batch * ny * nx > kParallelThreshold)
   for (int64_t row = 0; row < obj_h; ++row) {
     cplx<T>* dst = object + row * obj_w;
     std::memset(static_cast<void*>(dst), 0, obj_w * sizeof(cplx<T>));

@@ -273,7 +273,8 @@ void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, 
   const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
   if (a.grad_slices != nullptr) {
     const int64_t rows = int64_t(S) * a.obj_h;
-#pragma omp parallel for num_threads(threads_) schedule(static)
+    const bool parallel = count * int64_t(S) * ny * nx > (int64_t(1) << 16);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
     for (int64_t sr = 0; sr < rows; ++sr) {
       const int64_t s = sr / a.obj_h, row = sr % a.obj_h;
       cplx<T>* dst_row = a.grad_slices + (s * a.obj_h + row) * a.obj_w;
@@ -288,7 +289,8 @@ void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, 
   }
   if (a.grad_probe != nullptr) {
     const int64_t bins = int64_t(M) * n_;
-#pragma omp parallel for num_threads(threads_) schedule(static)
+    const bool parallel = count * bins > (int64_t(1) << 16);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
     for (int64_t mi = 0; mi < bins; ++mi) {
       const size_t m = size_t(mi) / n_, i = size_t(mi) % n_;
       cplx<T> acc = probe_acc_[m * plane_ + i];

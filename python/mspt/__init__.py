@@ -4,9 +4,17 @@
 alignment -> 3D atomic volume and atomic model. Lengths in angstrom, energies in eV, probe angles in mrad.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import os as _os
 
-from . import ops
+# Idle OpenMP threads sleep instead of spinning: the native core runs one parallel region per batch, and
+# spinning workers steal cores from the rest of the process (and from other jobs on shared nodes), which
+# costs far more than a wake-up. Set OMP_WAIT_POLICY yourself to override; it must be set before the
+# OpenMP runtime starts, i.e. before mspt's core is first imported.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from importlib.metadata import PackageNotFoundError, version as _version  # noqa: E402
+
+from . import ops  # noqa: E402
 from .constants import interaction_parameter, wavelength_A
 from .probe import Probe, make_probe
 
