@@ -8,7 +8,10 @@ the likelihood and all gradients of a batch in one pass, and each parameter take
 * slices:    O -= step * dL/dO / (2 c (illumination + beta * max illumination)), the summed probe intensity
              of the batch at each object pixel (the multislice generalisation of the rPIE step);
 * probe:     P -= step * dL/dP / (2 c (sum over the batch of |O window|^2 + beta * max));
-* positions: r -= step * dL/dr / (2 c ||d probe / dr||^2), clipped to max_position_step_px;
+* positions: r -= step * dL/dr / h_r, clipped to max_position_step_px, where h_r is the curvature of the
+             loss w.r.t. a position, measured each iteration by finite differences of the position
+             gradient on a few positions (it depends on the object's contrast, so it cannot be derived from
+             the probe alone);
 * tilt:      a secant (1-D Newton) step per iteration on the gradient summed over the iteration.
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
@@ -36,6 +39,9 @@ LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
 # Largest tilt change per iteration (mrad) and the first, gradient-sign step.
 MAX_TILT_STEP_MRAD = 2.0
 FIRST_TILT_STEP_MRAD = 0.5
+# Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
+# momentum carries a position across the shallow part of that coupled valley.
+POSITION_MOMENTUM = 0.7
 
 
 class PtychoEngine:
@@ -54,7 +60,8 @@ class PtychoEngine:
         self.tilt_mrad: np.ndarray = state["tilt_mrad"]
         self.iteration: int = int(state["iteration"])
         self.loss_history: list[float] = list(state["loss_history"])
-        self.tilt_memory: np.ndarray = state["tilt_memory"]  # previous (tilt, gradient) for the secant step
+        self.tilt_memory: np.ndarray = state["tilt_memory"]
+        self.position_velocity: np.ndarray = state["position_velocity"]  # previous (tilt, gradient) for the secant step
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
         self._data = None
@@ -88,6 +95,7 @@ class PtychoEngine:
             iteration=0,
             loss_history=[],
             tilt_memory=np.full(4, np.nan),
+            position_velocity=np.zeros_like(positions_px),
             rng_state=np.random.default_rng(config.seed).bit_generator.state,
         )
         return cls(scan, config, state)
@@ -102,7 +110,7 @@ class PtychoEngine:
             slices=self.slices, probe=self.probe, positions_px=self.positions_px,
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
-            tilt_memory=self.tilt_memory, rng_state=self.rng.bit_generator.state,
+            tilt_memory=self.tilt_memory, position_velocity=self.position_velocity, rng_state=self.rng.bit_generator.state,
         )  # fmt: skip
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -130,7 +138,7 @@ class PtychoEngine:
         wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions + ["tilt"] * refine_tilt
         curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
-        position_curvature = _shift_curvature(self.probe)
+        position_curvature = self._position_curvature() if refine_positions else None
         total_loss = 0.0
         tilt_gradient = np.zeros(2)
         for batch in self._batches():
@@ -145,8 +153,10 @@ class PtychoEngine:
             if refine_probe:
                 self._step_probe(fit.probe, positions, curvature)
             if refine_positions:
-                step = -cfg.position_step * fit.positions_px / (2 * curvature * position_curvature)
-                moved = self.positions_px[batch] + np.clip(step, -cfg.max_position_step_px, cfg.max_position_step_px)
+                step = -cfg.position_step * fit.positions_px / position_curvature
+                step = np.clip(step + POSITION_MOMENTUM * self.position_velocity[batch], -cfg.max_position_step_px, cfg.max_position_step_px)
+                self.position_velocity[batch] = step
+                moved = self.positions_px[batch] + step
                 self.positions_px[batch] = np.clip(moved, *self._position_bounds())
             if refine_tilt:
                 tilt_gradient += fit.tilt_mrad
@@ -155,6 +165,27 @@ class PtychoEngine:
         self.loss_history.append(mean_loss)
         self.iteration += 1
         return mean_loss
+
+    def _position_curvature(self, sample: int = 32, shift_px: float = 0.1) -> np.ndarray:
+        """d^2 L / dy^2 and d^2 L / dx^2 per position (median over a random sample of positions), from
+        finite differences of the position gradient."""
+        cfg = self.config
+        subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
+        data = self._read(subset)
+
+        def gradient(offset):
+            return ops.multislice_loss_grad(
+                data, self.slices, self.probe, self.positions_px[subset] + offset, cfg.slice_thickness_A,
+                self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
+                wrt=("positions",), device=cfg.device, threads=cfg.threads,
+            ).positions_px  # fmt: skip
+
+        base = gradient(0.0)
+        hy = np.median((gradient(np.array([shift_px, 0.0]))[:, 0] - base[:, 0]) / shift_px)
+        hx = np.median((gradient(np.array([0.0, shift_px]))[:, 1] - base[:, 1]) / shift_px)
+        # Far from the solution the loss may be locally concave along an axis: fall back to a small step.
+        fallback = np.abs(base).mean(0) / cfg.max_position_step_px + 1e-30
+        return np.where(np.array([hy, hx]) > 0, np.array([hy, hx]), fallback)
 
     def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
         tiles = np.broadcast_to(probe_intensity.astype(np.complex64), (len(positions), *probe_intensity.shape))
@@ -227,13 +258,3 @@ def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:
 def v_pair(value) -> tuple[float, float]:
     arr = np.broadcast_to(np.asarray(value, dtype=float), (2,))
     return float(arr[0]), float(arr[1])
-
-
-def _shift_curvature(probe: np.ndarray) -> np.ndarray:
-    """||d probe / dy||^2 and ||d probe / dx||^2 (per pixel^2), summed over modes: the Gauss-Newton
-    curvature of the wave w.r.t. a probe position."""
-    m, ny, nx = probe.shape
-    spectrum = np.abs(np.fft.fft2(probe.astype(np.complex128), norm="ortho")) ** 2
-    ky = (2 * np.pi * np.fft.fftfreq(ny)) ** 2
-    kx = (2 * np.pi * np.fft.fftfreq(nx)) ** 2
-    return np.array([np.sum(spectrum * ky[None, :, None]), np.sum(spectrum * kx[None, None, :])])
