@@ -5,14 +5,15 @@ schedule across iterations; the native fused operator (:func:`mspt.ops.multislic
 the likelihood and all gradients of a batch in one pass, and each parameter takes a preconditioned
 (Gauss-Newton-diagonal) step:
 
-* slices:    O -= step * dL/dO / (2 c (illumination + beta * max illumination)), the summed probe intensity
-             of the batch at each object pixel (the multislice generalisation of the rPIE step);
+* slices:    O -= step * dL/dO / (2 c S (illumination + beta * max illumination)), the summed probe
+             intensity of the batch at each object pixel (the multislice generalisation of the rPIE step,
+             shared among the S slices that all act on the same exit wave);
 * probe:     P -= step * dL/dP / (2 c (sum over the batch of |O window|^2 + beta * max));
 * positions: r -= step * dL/dr / h_r, clipped to max_position_step_px, where h_r is the curvature of the
              loss w.r.t. a position, measured each iteration by finite differences of the position
              gradient on a few positions (it depends on the object's contrast, so it cannot be derived from
              the probe alone);
-* tilt:      a secant (1-D Newton) step per iteration on the gradient summed over the iteration.
+* tilt:      t -= step * dL/dt / h_t per batch, h_t measured like the position curvature.
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
 Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
@@ -36,7 +37,7 @@ from .scan import PtychoScan
 ILLUMINATION_FLOOR = 0.1
 # Curvature of each likelihood per unit of wave intensity, near the solution.
 LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
-# Largest tilt change per iteration (mrad) and the first, gradient-sign step.
+# Largest tilt change per batch (mrad), and the step the fallback curvature allows.
 MAX_TILT_STEP_MRAD = 2.0
 FIRST_TILT_STEP_MRAD = 0.5
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
@@ -60,7 +61,6 @@ class PtychoEngine:
         self.tilt_mrad: np.ndarray = state["tilt_mrad"]
         self.iteration: int = int(state["iteration"])
         self.loss_history: list[float] = list(state["loss_history"])
-        self.tilt_memory: np.ndarray = state["tilt_memory"]
         self.position_velocity: np.ndarray = state["position_velocity"]  # previous (tilt, gradient) for the secant step
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
@@ -94,7 +94,6 @@ class PtychoEngine:
             tilt_mrad=np.array(v_pair(scan.tilt_mrad), dtype=np.float64),
             iteration=0,
             loss_history=[],
-            tilt_memory=np.full(4, np.nan),
             position_velocity=np.zeros_like(positions_px),
             rng_state=np.random.default_rng(config.seed).bit_generator.state,
         )
@@ -110,7 +109,7 @@ class PtychoEngine:
             slices=self.slices, probe=self.probe, positions_px=self.positions_px,
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
-            tilt_memory=self.tilt_memory, position_velocity=self.position_velocity, rng_state=self.rng.bit_generator.state,
+            position_velocity=self.position_velocity, rng_state=self.rng.bit_generator.state,
         )  # fmt: skip
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -139,8 +138,8 @@ class PtychoEngine:
         curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
         position_curvature = self._position_curvature() if refine_positions else None
+        tilt_curvature = self._tilt_curvature() if refine_tilt else None
         total_loss = 0.0
-        tilt_gradient = np.zeros(2)
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
                 self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
@@ -159,38 +158,55 @@ class PtychoEngine:
                 moved = self.positions_px[batch] + step
                 self.positions_px[batch] = np.clip(moved, *self._position_bounds())
             if refine_tilt:
-                tilt_gradient += fit.tilt_mrad
-        self._finish_iteration(refine_probe, refine_positions, refine_tilt, tilt_gradient)
+                step = -cfg.tilt_step * fit.tilt_mrad / (tilt_curvature * len(batch))
+                self.tilt_mrad = self.tilt_mrad + np.clip(step, -MAX_TILT_STEP_MRAD, MAX_TILT_STEP_MRAD)
+        self._finish_iteration(refine_probe, refine_positions)
         mean_loss = total_loss / self.scan.n_positions
         self.loss_history.append(mean_loss)
         self.iteration += 1
         return mean_loss
 
-    def _position_curvature(self, sample: int = 32, shift_px: float = 0.1) -> np.ndarray:
+    def _curvature_sample(self, sample: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
+        return subset, self._read(subset)
+
+    def _sample_gradient(self, subset, data, wrt: str, position_offset=0.0, tilt_offset=0.0) -> np.ndarray:
+        cfg = self.config
+        fit = ops.multislice_loss_grad(
+            data, self.slices, self.probe, self.positions_px[subset] + position_offset, cfg.slice_thickness_A,
+            self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad + tilt_offset,
+            wrt=(wrt,), device=cfg.device, threads=cfg.threads,
+        )  # fmt: skip
+        return fit.positions_px if wrt == "positions" else fit.tilt_mrad
+
+    def _position_curvature(self, shift_px: float = 0.1) -> np.ndarray:
         """d^2 L / dy^2 and d^2 L / dx^2 per position (median over a random sample of positions), from
         finite differences of the position gradient."""
-        cfg = self.config
-        subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
-        data = self._read(subset)
-
-        def gradient(offset):
-            return ops.multislice_loss_grad(
-                data, self.slices, self.probe, self.positions_px[subset] + offset, cfg.slice_thickness_A,
-                self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
-                wrt=("positions",), device=cfg.device, threads=cfg.threads,
-            ).positions_px  # fmt: skip
-
-        base = gradient(0.0)
-        hy = np.median((gradient(np.array([shift_px, 0.0]))[:, 0] - base[:, 0]) / shift_px)
-        hx = np.median((gradient(np.array([0.0, shift_px]))[:, 1] - base[:, 1]) / shift_px)
+        subset, data = self._curvature_sample()
+        base = self._sample_gradient(subset, data, "positions")
+        hy = np.median((self._sample_gradient(subset, data, "positions", np.array([shift_px, 0.0]))[:, 0] - base[:, 0]) / shift_px)
+        hx = np.median((self._sample_gradient(subset, data, "positions", np.array([0.0, shift_px]))[:, 1] - base[:, 1]) / shift_px)
         # Far from the solution the loss may be locally concave along an axis: fall back to a small step.
-        fallback = np.abs(base).mean(0) / cfg.max_position_step_px + 1e-30
+        fallback = np.abs(base).mean(0) / self.config.max_position_step_px + 1e-30
         return np.where(np.array([hy, hx]) > 0, np.array([hy, hx]), fallback)
+
+    def _tilt_curvature(self, shift_mrad: float = 0.5) -> np.ndarray:
+        """d^2 L / dt^2 per position and tilt axis (mrad^-2), from finite differences of the tilt gradient
+        on a random sample of positions."""
+        subset, data = self._curvature_sample()
+        base = self._sample_gradient(subset, data, "tilt")
+        hy = (self._sample_gradient(subset, data, "tilt", tilt_offset=np.array([shift_mrad, 0.0]))[0] - base[0]) / shift_mrad
+        hx = (self._sample_gradient(subset, data, "tilt", tilt_offset=np.array([0.0, shift_mrad]))[1] - base[1]) / shift_mrad
+        h = np.array([hy, hx]) / len(subset)
+        fallback = np.abs(base) / len(subset) / FIRST_TILT_STEP_MRAD + 1e-30
+        return np.where(h > 0, h, fallback)
 
     def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
         tiles = np.broadcast_to(probe_intensity.astype(np.complex64), (len(positions), *probe_intensity.shape))
         illumination = ops.extract_windows_adjoint(tiles, positions, self.slices.shape[1:]).real
-        denominator = 2 * curvature * (illumination + ILLUMINATION_FLOOR * illumination.max())
+        # Every slice's Newton step alone would correct the whole exit wave; taken together they would
+        # correct it n_slices times over, so each slice takes its share.
+        denominator = 2 * curvature * self.config.n_slices * (illumination + ILLUMINATION_FLOOR * illumination.max())
         self.slices -= (self.config.object_step / denominator).astype(np.float32) * grad
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
@@ -199,7 +215,7 @@ class PtychoEngine:
         denominator = 2 * curvature * (coverage + ILLUMINATION_FLOOR * coverage.max())
         self.probe -= (self.config.probe_step / denominator).astype(np.float32) * grad
 
-    def _finish_iteration(self, refine_probe: bool, refine_positions: bool, refine_tilt: bool, tilt_gradient):
+    def _finish_iteration(self, refine_probe: bool, refine_positions: bool):
         cfg = self.config
         self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
         if cfg.kz_strength > 0 and cfg.n_slices > 1:
@@ -213,22 +229,6 @@ class PtychoEngine:
             # A common shift of every position is a shift of the object: keep the mean on the nominal one.
             drift = (self.positions_px - self.nominal_positions_px).mean(0)
             self.positions_px -= drift
-        if refine_tilt:
-            self._step_tilt(tilt_gradient)
-
-    def _step_tilt(self, gradient: np.ndarray):
-        previous_tilt, previous_gradient = self.tilt_memory[:2], self.tilt_memory[2:]
-        step = -np.sign(gradient) * FIRST_TILT_STEP_MRAD
-        if np.all(np.isfinite(previous_tilt)):
-            dt = self.tilt_mrad - previous_tilt
-            dg = gradient - previous_gradient
-            with np.errstate(divide="ignore", invalid="ignore"):
-                curvature = np.where(np.abs(dt) > 1e-9, dg / dt, np.nan)
-            newton = np.where(curvature > 0, -gradient / curvature, step)
-            step = np.where(np.isfinite(newton), newton, step)
-        step = np.clip(step, -MAX_TILT_STEP_MRAD, MAX_TILT_STEP_MRAD)
-        self.tilt_memory = np.concatenate([self.tilt_mrad, gradient])
-        self.tilt_mrad = self.tilt_mrad + step
 
     def _position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Window centres whose window stays inside the object (with half a pixel to spare)."""
