@@ -29,7 +29,7 @@ class PtychoConfig:
         iterations : passes over the data (epochs).
         batch_size : probe positions per gradient step.
         likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
-        object_step, probe_step, position_step, tilt_step : fractions of the Gauss-Newton step (1 = full).
+        object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
         probe_modes : mixed-state probe modes (kept orthogonal).
         refine_probe_from, refine_positions_from, refine_tilt_from : first iteration (0-based) at which
             each is refined; -1 never refines it.
@@ -57,7 +57,6 @@ class PtychoConfig:
     object_step: float = 0.9
     probe_step: float = 0.5
     position_step: float = 0.5
-    tilt_step: float = 0.5
     probe_modes: int = 1
     refine_probe_from: int = 2
     refine_positions_from: int = 5
@@ -85,7 +84,6 @@ class PtychoConfig:
         v.fraction("object_step", self.object_step, high=2.0)
         v.fraction("probe_step", self.probe_step, high=2.0)
         v.fraction("position_step", self.position_step, high=2.0)
-        v.fraction("tilt_step", self.tilt_step, high=2.0)
         v.positive("probe_modes", self.probe_modes, integer=True)
         for name in ("refine_probe_from", "refine_positions_from", "refine_tilt_from"):
             value = getattr(self, name)

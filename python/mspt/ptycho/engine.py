@@ -13,7 +13,8 @@ the likelihood and all gradients of a batch in one pass, and each parameter take
              loss w.r.t. a position, measured each iteration by finite differences of the position
              gradient on a few positions (it depends on the object's contrast, so it cannot be derived from
              the probe alone);
-* tilt:      t -= step * dL/dt / h_t per batch, h_t measured like the position curvature.
+* tilt:      a beam tilt and a slice stack sheared along the beam give the same data; the object is kept
+             unsheared and any shear that builds up in it is moved into the tilt after each iteration.
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
 Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
@@ -30,16 +31,13 @@ import numpy as np
 from .. import ops
 from ..probe import make_probe
 from .config import PtychoConfig
-from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, tv_step
+from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .scan import PtychoScan
 
 # rPIE-style floor of the illumination preconditioner, as a fraction of its maximum.
 ILLUMINATION_FLOOR = 0.1
 # Curvature of each likelihood per unit of wave intensity, near the solution.
 LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
-# Largest tilt change per batch (mrad), and the step the fallback curvature allows.
-MAX_TILT_STEP_MRAD = 2.0
-FIRST_TILT_STEP_MRAD = 0.5
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
 # momentum carries a position across the shallow part of that coupled valley.
 POSITION_MOMENTUM = 0.7
@@ -61,7 +59,7 @@ class PtychoEngine:
         self.tilt_mrad: np.ndarray = state["tilt_mrad"]
         self.iteration: int = int(state["iteration"])
         self.loss_history: list[float] = list(state["loss_history"])
-        self.position_velocity: np.ndarray = state["position_velocity"]  # previous (tilt, gradient) for the secant step
+        self.position_velocity: np.ndarray = state["position_velocity"]  # last position step (momentum)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
         self._data = None
@@ -133,12 +131,10 @@ class PtychoEngine:
         cfg = self.config
         refine_probe = self._refining(cfg.refine_probe_from)
         refine_positions = self._refining(cfg.refine_positions_from)
-        refine_tilt = self._refining(cfg.refine_tilt_from)
-        wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions + ["tilt"] * refine_tilt
+        wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions
         curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
         position_curvature = self._position_curvature() if refine_positions else None
-        tilt_curvature = self._tilt_curvature() if refine_tilt else None
         total_loss = 0.0
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
@@ -157,9 +153,6 @@ class PtychoEngine:
                 self.position_velocity[batch] = step
                 moved = self.positions_px[batch] + step
                 self.positions_px[batch] = np.clip(moved, *self._position_bounds())
-            if refine_tilt:
-                step = -cfg.tilt_step * fit.tilt_mrad / (tilt_curvature * len(batch))
-                self.tilt_mrad = self.tilt_mrad + np.clip(step, -MAX_TILT_STEP_MRAD, MAX_TILT_STEP_MRAD)
         self._finish_iteration(refine_probe, refine_positions)
         mean_loss = total_loss / self.scan.n_positions
         self.loss_history.append(mean_loss)
@@ -170,36 +163,24 @@ class PtychoEngine:
         subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
         return subset, self._read(subset)
 
-    def _sample_gradient(self, subset, data, wrt: str, position_offset=0.0, tilt_offset=0.0) -> np.ndarray:
+    def _position_gradient(self, subset, data, offset=0.0) -> np.ndarray:
         cfg = self.config
-        fit = ops.multislice_loss_grad(
-            data, self.slices, self.probe, self.positions_px[subset] + position_offset, cfg.slice_thickness_A,
-            self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad + tilt_offset,
-            wrt=(wrt,), device=cfg.device, threads=cfg.threads,
-        )  # fmt: skip
-        return fit.positions_px if wrt == "positions" else fit.tilt_mrad
+        return ops.multislice_loss_grad(
+            data, self.slices, self.probe, self.positions_px[subset] + offset, cfg.slice_thickness_A,
+            self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
+            wrt=("positions",), device=cfg.device, threads=cfg.threads,
+        ).positions_px  # fmt: skip
 
     def _position_curvature(self, shift_px: float = 0.1) -> np.ndarray:
         """d^2 L / dy^2 and d^2 L / dx^2 per position (median over a random sample of positions), from
         finite differences of the position gradient."""
         subset, data = self._curvature_sample()
-        base = self._sample_gradient(subset, data, "positions")
-        hy = np.median((self._sample_gradient(subset, data, "positions", np.array([shift_px, 0.0]))[:, 0] - base[:, 0]) / shift_px)
-        hx = np.median((self._sample_gradient(subset, data, "positions", np.array([0.0, shift_px]))[:, 1] - base[:, 1]) / shift_px)
+        base = self._position_gradient(subset, data)
+        hy = np.median((self._position_gradient(subset, data, np.array([shift_px, 0.0]))[:, 0] - base[:, 0]) / shift_px)
+        hx = np.median((self._position_gradient(subset, data, np.array([0.0, shift_px]))[:, 1] - base[:, 1]) / shift_px)
         # Far from the solution the loss may be locally concave along an axis: fall back to a small step.
         fallback = np.abs(base).mean(0) / self.config.max_position_step_px + 1e-30
         return np.where(np.array([hy, hx]) > 0, np.array([hy, hx]), fallback)
-
-    def _tilt_curvature(self, shift_mrad: float = 0.5) -> np.ndarray:
-        """d^2 L / dt^2 per position and tilt axis (mrad^-2), from finite differences of the tilt gradient
-        on a random sample of positions."""
-        subset, data = self._curvature_sample()
-        base = self._sample_gradient(subset, data, "tilt")
-        hy = (self._sample_gradient(subset, data, "tilt", tilt_offset=np.array([shift_mrad, 0.0]))[0] - base[0]) / shift_mrad
-        hx = (self._sample_gradient(subset, data, "tilt", tilt_offset=np.array([0.0, shift_mrad]))[1] - base[1]) / shift_mrad
-        h = np.array([hy, hx]) / len(subset)
-        fallback = np.abs(base) / len(subset) / FIRST_TILT_STEP_MRAD + 1e-30
-        return np.where(h > 0, h, fallback)
 
     def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
         tiles = np.broadcast_to(probe_intensity.astype(np.complex64), (len(positions), *probe_intensity.shape))
@@ -217,6 +198,8 @@ class PtychoEngine:
 
     def _finish_iteration(self, refine_probe: bool, refine_positions: bool):
         cfg = self.config
+        if self._refining(cfg.refine_tilt_from) and cfg.n_slices > 2:
+            self._move_shear_into_tilt()
         self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
         if cfg.kz_strength > 0 and cfg.n_slices > 1:
             self.slices = kz_filter(self.slices, cfg.slice_thickness_A, self.sampling_A, cfg.kz_strength)
@@ -229,6 +212,21 @@ class PtychoEngine:
             # A common shift of every position is a shift of the object: keep the mean on the nominal one.
             drift = (self.positions_px - self.nominal_positions_px).mean(0)
             self.positions_px -= drift
+
+    def _move_shear_into_tilt(self):
+        """A beam tilt and a slice stack sheared along the beam give the same data; of the two, the object
+        is taken unsheared (columns along the beam) and the shear measured in it moves into the tilt: a
+        model tilt short of the true one by D leaves slice s displaced by -s dz tan(D)."""
+        ny, nx = self.window
+        lo = np.floor(self.positions_px.min(0)).astype(int)
+        hi = np.ceil(self.positions_px.max(0)).astype(int)
+        mask = np.zeros(self.slices.shape[1:], bool)
+        mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1] = True
+        rate_px = slice_shear_rate(self.slices, mask)
+        delta = -rate_px * np.array(self.sampling_A) / self.config.slice_thickness_A  # tan of the missing tilt
+        self.tilt_mrad = np.arctan(np.tan(self.tilt_mrad * 1e-3) + delta) * 1e3
+        depth = np.arange(self.config.n_slices) - (self.config.n_slices - 1) / 2
+        self.slices = shift_slices(self.slices, -depth[:, None] * rate_px[None, :])
 
     def _position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Window centres whose window stays inside the object (with half a pixel to spare)."""

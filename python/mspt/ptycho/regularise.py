@@ -55,3 +55,33 @@ def tv_step(slices: np.ndarray, weight: float, eps: float = 1e-3) -> np.ndarray:
     divergence = np.diff(py, axis=1, prepend=0 * py[:, :1, :]) + np.diff(px, axis=2, prepend=0 * px[:, :, :1])
     phase = phase + weight * divergence
     return (amplitude * np.exp(1j * phase)).astype(slices.dtype)
+
+
+def slice_shear_rate(slices: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The lateral drift of the slices' content per slice, (dy, dx) in pixels per slice.
+
+    Each slice's phase is compared with the mean phase: for a small shift d, phase_s ~ mean - d . grad(mean),
+    solved for d by least squares over ``mask`` (the scanned region); a straight line through the d of all
+    slices gives the drift per slice. A beam tilt and a sheared slice stack produce the same data, so this
+    drift is where a wrong tilt shows up in the object."""
+    phase = np.angle(slices).astype(np.float64)
+    mean = phase.mean(0)
+    gy, gx = np.gradient(mean)
+    if mask is None:
+        mask = np.ones(mean.shape, bool)
+    a = np.stack([gy[mask], gx[mask]], 1)
+    normal = a.T @ a
+    if np.linalg.cond(normal) > 1e8:
+        return np.zeros(2)
+    shifts = np.array([-np.linalg.solve(normal, a.T @ (p[mask] - mean[mask])) for p in phase])
+    depth = np.arange(len(slices)) - (len(slices) - 1) / 2
+    return (depth @ shifts) / (depth @ depth)
+
+
+def shift_slices(slices: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """Shift each slice (S, H, W) by shifts_px (S, 2) pixels (sub-pixel, periodic) with a Fourier ramp."""
+    h, w = slices.shape[1:]
+    ky = np.fft.fftfreq(h)[None, :, None]
+    kx = np.fft.fftfreq(w)[None, None, :]
+    ramp = np.exp(-2j * np.pi * (ky * shifts_px[:, 0, None, None] + kx * shifts_px[:, 1, None, None]))
+    return np.fft.ifft2(np.fft.fft2(slices) * ramp).astype(slices.dtype)
