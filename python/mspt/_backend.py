@@ -34,7 +34,8 @@ def cuda_module():
         if err.name != "mspt._core_cuda":
             raise RuntimeError(f"the CUDA backend could not load a library it needs: {err}") from err
         raise RuntimeError(
-            "this mspt was built without its CUDA backend (no CUDA compiler was found at build time). "
+            "this mspt was built without its CUDA backend (no CUDA compiler or no cuFFT was found at build time, "
+            "or MSPT_CUDA=OFF). "
             "Install the CUDA toolkit (nvcc) and `pip install nvidia-cufft` if it lacks cuFFT, then "
             "reinstall mspt with `pip install . -C cmake.define.MSPT_CUDA=ON`."
         ) from err

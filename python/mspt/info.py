@@ -23,7 +23,7 @@ def collect() -> dict:
     try:
         cuda = importlib.import_module("mspt._core_cuda")
     except ModuleNotFoundError:
-        info["cuda backend"] = "not built (no CUDA compiler or cuFFT at build time)"
+        info["cuda backend"] = "not built (no CUDA compiler or cuFFT at build time, or MSPT_CUDA=OFF)"
         info["gpus"] = "-"
         return info
     except ImportError as err:

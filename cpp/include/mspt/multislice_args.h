@@ -1,5 +1,5 @@
 // The arguments of one multislice call, shared by the CPU and CUDA backends. Pointers are host pointers
-// for the CPU backend and device pointers for the CUDA one; shapes are given in comments.
+// for both (the CUDA engine stages them through device buffers it owns); shapes are given in comments.
 // A null output pointer means "not requested".
 #pragma once
 
