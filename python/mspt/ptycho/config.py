@@ -13,6 +13,7 @@ from .. import _validate as v
 LIKELIHOODS = ("amplitude", "poisson")
 OBJECT_CONSTRAINTS = ("none", "amplitude_le_1", "phase_only")
 DEVICES = ("cpu", "cuda")
+POSITION_CONSTRAINTS = ("affine", "mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,9 @@ class PtychoConfig:
         refine_probe_from, refine_positions_from, refine_tilt_from : first iteration (0-based) at which
             each is refined; -1 never refines it.
         max_position_step_px : largest position change per iteration (object pixels).
+        position_constraint : the global part removed from the position corrections after each iteration:
+            "affine" (trust the scan's calibration: shift, scale, rotation and shear stay nominal), "mean"
+            (only the common shift), or "none".
         seed : seeds the batch order (a run is reproducible).
     Regularisation
         object_constraint : "amplitude_le_1" (transmission amplitude at most 1), "phase_only", or "none".
@@ -61,7 +65,8 @@ class PtychoConfig:
     refine_probe_from: int = 2
     refine_positions_from: int = 5
     refine_tilt_from: int = -1
-    max_position_step_px: float = 0.2
+    max_position_step_px: float = 0.5
+    position_constraint: str = "affine"
     seed: int = 0
     object_constraint: str = "amplitude_le_1"
     kz_strength: float = 0.0
@@ -90,6 +95,7 @@ class PtychoConfig:
             if not isinstance(value, int) or value < -1:
                 raise ValueError(f"{name}: expected an iteration index >= 0, or -1 for never, got {value!r}")
         v.positive("max_position_step_px", self.max_position_step_px)
+        v.choice("position_constraint", self.position_constraint, POSITION_CONSTRAINTS)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
         v.choice("object_constraint", self.object_constraint, OBJECT_CONSTRAINTS)

@@ -18,8 +18,8 @@ the likelihood and all gradients of a batch in one pass, and each parameter take
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
 Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
-the probe modes are re-orthogonalised, and the mean position correction is removed (a global shift of
-all positions is the object's, not the scan's).
+the probe modes are re-orthogonalised, and the global (mean or affine) part of the position corrections
+is removed (a global shift, stretch or rotation of all positions is nearly one of the object's).
 """
 
 from __future__ import annotations
@@ -209,9 +209,9 @@ class PtychoEngine:
         if refine_probe and self.probe.shape[0] > 1:
             self.probe = orthogonalise_modes(self.probe)
         if refine_positions:
-            # A common shift of every position is a shift of the object: keep the mean on the nominal one.
-            drift = (self.positions_px - self.nominal_positions_px).mean(0)
-            self.positions_px -= drift
+            # A common shift, stretch or rotation of every position is (nearly) one of the object: keep the
+            # corrections free of that global part so the object cannot drift into it.
+            self.positions_px -= global_part(self.positions_px - self.nominal_positions_px, self.nominal_positions_px, cfg.position_constraint)
 
     def _move_shear_into_tilt(self):
         """A beam tilt and a slice stack sheared along the beam give the same data; of the two, the object
@@ -240,6 +240,18 @@ class PtychoEngine:
 
     def summed_phase(self) -> np.ndarray:
         return np.sum(np.angle(self.slices), axis=0)
+
+
+def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str) -> np.ndarray:
+    """The part of per-position corrections (N, 2) common to all positions: their mean ("mean"), or the
+    best affine map of the nominal positions ("affine"); zero for "none"."""
+    if kind == "none":
+        return np.zeros_like(corrections)
+    if kind == "mean" or len(nominal) < 4:
+        return np.broadcast_to(corrections.mean(0), corrections.shape)
+    design = np.column_stack([nominal - nominal.mean(0), np.ones(len(nominal))])
+    coefficients, *_ = np.linalg.lstsq(design, corrections, rcond=None)
+    return design @ coefficients
 
 
 def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:
