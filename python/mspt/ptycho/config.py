@@ -38,6 +38,8 @@ class PtychoConfig:
         position_constraint : the global part removed from the position corrections after each iteration:
             "affine" (trust the scan's calibration: shift, scale, rotation and shear stay nominal), "mean"
             (only the common shift), or "none".
+        position_search_A : positions that fit their pattern far worse than the rest (stuck in a local
+            minimum) are searched for on a half-pixel grid this far (A) around; 0 disables the search.
         seed : seeds the batch order (a run is reproducible).
     Regularisation
         object_constraint : "amplitude_le_1" (transmission amplitude at most 1), "phase_only", or "none".
@@ -67,6 +69,7 @@ class PtychoConfig:
     refine_tilt_from: int = -1
     max_position_step_px: float = 0.5
     position_constraint: str = "affine"
+    position_search_A: float = 1.5
     seed: int = 0
     object_constraint: str = "amplitude_le_1"
     kz_strength: float = 0.0
@@ -96,6 +99,7 @@ class PtychoConfig:
                 raise ValueError(f"{name}: expected an iteration index >= 0, or -1 for never, got {value!r}")
         v.positive("max_position_step_px", self.max_position_step_px)
         v.choice("position_constraint", self.position_constraint, POSITION_CONSTRAINTS)
+        v.positive("position_search_A", self.position_search_A, allow_zero=True)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
         v.choice("object_constraint", self.object_constraint, OBJECT_CONSTRAINTS)

@@ -41,6 +41,11 @@ LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
 # momentum carries a position across the shallow part of that coupled valley.
 POSITION_MOMENTUM = 0.7
+# Stuck positions: every SEARCH_EVERY iterations of position refinement, positions whose loss lies
+# OUTLIER_SIGMAS robust standard deviations above the median (at most MAX_SEARCHES) are searched for.
+SEARCH_EVERY = 5
+OUTLIER_SIGMAS = 6.0
+MAX_SEARCHES = 32
 
 
 class PtychoEngine:
@@ -62,6 +67,7 @@ class PtychoEngine:
         self.position_velocity: np.ndarray = state["position_velocity"]  # last position step (momentum)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
+        self.loss_per_position = np.zeros(scan.n_positions)
         self._data = None
         if scan.nbytes_float32 <= config.memory_budget_bytes:
             self._data = scan.read(np.arange(scan.n_positions))
@@ -143,6 +149,7 @@ class PtychoEngine:
                 wrt=wrt, device=cfg.device, threads=cfg.threads,
             )  # fmt: skip
             total_loss += fit.loss
+            self.loss_per_position[batch] = fit.loss_per_position
             positions = self.positions_px[batch]
             self._step_slices(fit.slices, probe_intensity, positions, curvature)
             if refine_probe:
@@ -153,11 +160,42 @@ class PtychoEngine:
                 self.position_velocity[batch] = step
                 moved = self.positions_px[batch] + step
                 self.positions_px[batch] = np.clip(moved, *self._position_bounds())
+        if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
+            self._search_stuck_positions()
         self._finish_iteration(refine_probe, refine_positions)
         mean_loss = total_loss / self.scan.n_positions
         self.loss_history.append(mean_loss)
         self.iteration += 1
         return mean_loss
+
+    def _search_stuck_positions(self):
+        """A position far from its truth sits in a local minimum of its pattern's loss that the gradient
+        cannot leave, and fits its pattern far worse than the others: search a half-pixel grid over a disk
+        of radius ``position_search_A`` around each such outlier and move it to the best point."""
+        cfg = self.config
+        losses = self.loss_per_position
+        median = np.median(losses)
+        spread = 1.4826 * np.median(np.abs(losses - median)) + 1e-12
+        outliers = np.nonzero(losses > median + OUTLIER_SIGMAS * spread)[0][:MAX_SEARCHES]
+        radius = cfg.position_search_A / min(self.sampling_A)
+        if radius < 0.5 or len(outliers) == 0:
+            return
+        grid = np.arange(-math.ceil(radius), math.ceil(radius) + 0.25, 0.5)
+        offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+        offsets = offsets[np.sum(offsets**2, 1) <= radius**2]
+        lo, hi = self._position_bounds()
+        for b in outliers:
+            candidates = np.clip(self.positions_px[b] + offsets, lo, hi)
+            pattern = np.broadcast_to(self._read(np.array([b])), (len(candidates), *self.window))
+            fit = ops.multislice_loss_grad(
+                pattern, self.slices, self.probe, candidates, cfg.slice_thickness_A, self.scan.energy_eV,
+                self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad, wrt=(), device=cfg.device,
+                threads=cfg.threads,
+            )  # fmt: skip
+            best = int(np.argmin(fit.loss_per_position))
+            if fit.loss_per_position[best] < losses[b]:
+                self.positions_px[b] = candidates[best]
+                self.position_velocity[b] = 0.0
 
     def _curvature_sample(self, sample: int = 32) -> tuple[np.ndarray, np.ndarray]:
         subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
