@@ -35,4 +35,4 @@ def pytest_terminal_summary(terminalreporter):
         held = value < bound if relation == "<" else value > bound
         label = f"{test} {what}"
         verdict = "ok" if held else "FAILED"
-        terminalreporter.write_line(f"{label:<{width}}  {value:.3e}  (bound {relation} {bound:.0e}: {verdict})")
+        terminalreporter.write_line(f"{label:<{width}}  {value:.4g}  (bound {relation} {bound:.4g}: {verdict})")

@@ -41,6 +41,8 @@ LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
 # momentum carries a position across the shallow part of that coupled valley.
 POSITION_MOMENTUM = 0.7
+# The position curvature changes slowly: it is measured every CURVATURE_EVERY iterations.
+CURVATURE_EVERY = 5
 # Stuck positions: every SEARCH_EVERY iterations of position refinement, positions whose loss lies
 # OUTLIER_SIGMAS robust standard deviations above the median (at most MAX_SEARCHES) are searched for.
 SEARCH_EVERY = 5
@@ -65,6 +67,7 @@ class PtychoEngine:
         self.iteration: int = int(state["iteration"])
         self.loss_history: list[float] = list(state["loss_history"])
         self.position_velocity: np.ndarray = state["position_velocity"]  # last position step (momentum)
+        self.position_curvature: np.ndarray = state["position_curvature"]  # d^2 L / d(y, x)^2 per position
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
         self.loss_per_position = np.zeros(scan.n_positions)
@@ -99,6 +102,7 @@ class PtychoEngine:
             iteration=0,
             loss_history=[],
             position_velocity=np.zeros_like(positions_px),
+            position_curvature=np.ones(2),
             rng_state=np.random.default_rng(config.seed).bit_generator.state,
         )
         return cls(scan, config, state)
@@ -113,7 +117,7 @@ class PtychoEngine:
             slices=self.slices, probe=self.probe, positions_px=self.positions_px,
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
-            position_velocity=self.position_velocity, rng_state=self.rng.bit_generator.state,
+            position_velocity=self.position_velocity, position_curvature=self.position_curvature, rng_state=self.rng.bit_generator.state,
         )  # fmt: skip
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -140,7 +144,9 @@ class PtychoEngine:
         wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions
         curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
-        position_curvature = self._position_curvature() if refine_positions else None
+        if refine_positions and (self.iteration - cfg.refine_positions_from) % CURVATURE_EVERY == 0:
+            self.position_curvature = self._position_curvature()
+        position_curvature = self.position_curvature
         total_loss = 0.0
         for batch in self._batches():
             fit = ops.multislice_loss_grad(

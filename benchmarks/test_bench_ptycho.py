@@ -1,0 +1,102 @@
+"""Multislice ptychography: mspt against py4DSTEM on the same abTEM-simulated scan, and mspt's time per
+iteration against the pure-FFT floor of its transforms. Ratios are measured in one run.
+
+The scan is tests/ptycho_data.py's default (SrTiO3 [001], 31 A, 16 x 16 positions, 64^2 patterns, 1e5
+e/A^2); both codes use 4 slices of 7.8 A (py4DSTEM's best setting on it) and the same scoring (summed
+phase band-limited to what the data resolve, Pearson r against the truth over the scanned field of view).
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("abtem")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import ptycho_data as pd  # noqa: E402
+
+from mspt.ptycho import PtychoConfig, PtychoEngine  # noqa: E402
+
+N_SLICES = 4
+PEER_ITERATIONS = 32
+
+
+def mspt_curve(ds, iterations: int, threads: int | None):
+    """r after each iteration and the cumulative reconstruction time (scoring not timed)."""
+    scan = ds.scan("nominal", "entrance")
+    config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, iterations=iterations,
+                          progress=False, threads=threads)  # fmt: skip
+    started = time.perf_counter()
+    engine = PtychoEngine.start(scan, config, scan.check_patterns())
+    elapsed = time.perf_counter() - started
+    rs, times = [], []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        engine.run_iteration()
+        elapsed += time.perf_counter() - t
+        phase = pd.bandlimit(engine.summed_phase(), ds.pixel_size_A, ds.phase_cutoff_invA)
+        offset = (engine.positions_px - ds.positions_px).mean(0)
+        rs.append(pd.register_phase(phase, ds, offset_px=offset, search_px=1.0).r)
+        times.append(elapsed)
+    return np.array(rs), np.array(times), engine
+
+
+@pytest.mark.slow
+def test_mspt_against_py4dstem(benchmark, report):
+    from py4dstem import require_py4dstem, run_py4dstem
+
+    require_py4dstem()
+    ds = pd.dataset()
+    peer = run_py4dstem(ds, PEER_ITERATIONS, threads=1)
+    peer_r, peer_s = peer["r"], peer["reconstruct_s"]
+    for threads in (1, os.cpu_count()):
+        rs, times, _ = mspt_curve(ds, 30, threads)
+        reached = np.nonzero(rs >= peer_r)[0]
+        assert len(reached), f"mspt never reached py4DSTEM's r = {peer_r:.4f} (best {rs.max():.4f})"
+        t_reach = times[reached[0]]
+        report(
+            f"MSP default scan, mspt {threads} thread(s) vs py4DSTEM {peer['meta']['py4dstem_version']} 1 thread",
+            py4dstem_r=peer_r, py4dstem_s=peer_s, mspt_iterations_to_match=int(reached[0] + 1), mspt_s_to_match=t_reach,
+            speedup=peer_s / t_reach, mspt_r_30=float(rs[-1]), mspt_s_30=float(times[-1]),
+        )  # fmt: skip
+        benchmark.extra_info[f"speedup_{threads}_threads"] = peer_s / t_reach
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def test_iteration_over_fft_floor(benchmark, report):
+    pyfftw = pytest.importorskip("pyfftw")
+    ds = pd.dataset()
+    scan = ds.scan("nominal", "entrance")
+    threads = os.cpu_count()
+    config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, progress=False, threads=threads)
+    engine = PtychoEngine.start(scan, config, scan.check_patterns())
+    for _ in range(3):  # past the probe-refinement start, plans made, caches warm
+        engine.run_iteration()
+    n = ds.gpts_k
+    transforms = scan.n_positions * 4 * N_SLICES * engine.probe.shape[0]
+    a = pyfftw.empty_aligned((256, n, n), "complex64")
+    a[:] = 1
+    plan = pyfftw.FFTW(a, pyfftw.empty_aligned((256, n, n), "complex64"), axes=(1, 2), threads=threads,
+                       flags=("FFTW_MEASURE",))  # fmt: skip
+
+    def floor():
+        for _ in range(transforms // 256):
+            plan()
+
+    t_iter, t_floor = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        engine.run_iteration()
+        t_iter.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        floor()
+        t_floor.append((time.perf_counter() - t) * transforms / (transforms // 256 * 256))
+    ratio = min(t_iter) / min(t_floor)
+    benchmark.extra_info.update(iteration_s=min(t_iter), floor_s=min(t_floor), ratio=ratio)
+    benchmark.pedantic(engine.run_iteration, rounds=1, iterations=1)
+    report("MSP iteration (4 slices, 256 positions, 64^2) over its FFT floor", iteration_s=min(t_iter),
+           floor_s=min(t_floor), ratio=ratio, threads=threads)  # fmt: skip

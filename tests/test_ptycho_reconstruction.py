@@ -1,0 +1,68 @@
+"""Multislice ptychography on 4D-STEM scans simulated by abTEM (an independent code) with a known ground
+truth: a SrTiO3 [001] slab 31 A thick (16 abTEM slices), 200 keV, 25 mrad, 16 x 16 positions 0.6 A apart,
+Poisson noise at 1e5 e/A^2 (tests/ptycho_data.py). mspt reconstructs it with 8 slices."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("abtem")
+import ptycho_data as pd  # noqa: E402
+
+from mspt.ptycho import PtychoConfig, reconstruct  # noqa: E402
+
+N_SLICES = 8
+
+
+def run(ds, positions="nominal", **over):
+    scan = ds.scan(positions, "entrance")
+    config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, progress=False, **over)
+    return reconstruct(scan, config)
+
+
+def summed_phase_r(result, ds) -> float:
+    """Pearson r of the reconstruction's summed phase against the ground truth, both band-limited to what
+    the data resolve (ds.phase_cutoff_invA), over the scanned field of view."""
+    phase = pd.bandlimit(result.summed_phase, ds.pixel_size_A, ds.phase_cutoff_invA)
+    offset = np.mean(result.nominal_positions_A - result.object_origin_A, axis=0) / ds.pixel_size_A - np.mean(
+        ds.nominal_positions_px, axis=0
+    )
+    return pd.register_phase(phase, ds, offset_px=offset, search_px=1.0).r
+
+
+def position_error_A(result, ds) -> np.ndarray:
+    """Distance of each refined position from the true one (A), the common shift removed (a shift of every
+    position is a shift of the object, which the data cannot see)."""
+    d = result.positions_A - ds.positions_A
+    return np.sqrt(np.sum((d - d.mean(0)) ** 2, axis=1))
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return pd.dataset()
+
+
+def test_summed_phase_correlates_with_the_ground_truth(clean, measured):
+    result = run(clean, iterations=20)
+    r = measured("ptycho SrTiO3 31 A", "summed-phase r vs truth (20 iterations)", summed_phase_r(result, clean), 0.98, ">")
+    assert r >= 0.98
+    assert result.loss[-1] < 0.5 * result.loss[0]
+
+
+def test_perturbed_positions_are_recovered(measured):
+    ds = pd.dataset(position_rms_A=0.5 / np.sqrt(2))  # 0.5 A rms in 2D
+    before = position_error_A(type("Nominal", (), {"positions_A": ds.nominal_positions_A})(), ds)
+    result = run(ds, iterations=30)
+    after = position_error_A(result, ds)
+    measured("ptycho positions", "rms error before (A)", float(np.sqrt(np.mean(before**2))), 0.45, ">")
+    rms = measured("ptycho positions", "rms error after 30 iterations (A)", float(np.sqrt(np.mean(after**2))), 0.1)
+    measured("ptycho positions", "summed-phase r vs truth", summed_phase_r(result, ds), 0.98, ">")
+    assert rms <= 0.1
+    assert after.max() < 0.3, "every position, including those that started in a local minimum"
+
+
+def test_mistilt_is_recovered(measured):
+    ds = pd.dataset(tilt_mrad=(4.0, -3.0))  # 5 mrad
+    result = run(ds, iterations=30, refine_tilt_from=2)
+    error = float(np.hypot(*(result.tilt_mrad - np.array(ds.tilt_mrad))))
+    measured("ptycho mistilt", "tilt error (mrad) for a 5 mrad mistilt", error, 1.0)
+    assert error <= 1.0
