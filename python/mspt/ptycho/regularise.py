@@ -57,25 +57,32 @@ def tv_step(slices: np.ndarray, weight: float, eps: float = 1e-3) -> np.ndarray:
     return (amplitude * np.exp(1j * phase)).astype(slices.dtype)
 
 
-def slice_shear_rate(slices: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def slice_shear_rate(slices: np.ndarray, mask: np.ndarray | None = None, rounds: int = 3) -> np.ndarray:
     """The lateral drift of the slices' content per slice, (dy, dx) in pixels per slice.
 
     Each slice's phase is compared with the mean phase: for a small shift d, phase_s ~ mean - d . grad(mean),
     solved for d by least squares over ``mask`` (the scanned region); a straight line through the d of all
-    slices gives the drift per slice. A beam tilt and a sheared slice stack produce the same data, so this
+    slices gives the drift per slice. The linearisation is refined by Gauss-Newton rounds (undo the drift
+    found so far, measure what is left). A beam tilt and a sheared slice stack produce the same data, so this
     drift is where a wrong tilt shows up in the object."""
-    phase = np.angle(slices).astype(np.float64)
-    mean = phase.mean(0)
-    gy, gx = np.gradient(mean)
     if mask is None:
-        mask = np.ones(mean.shape, bool)
-    a = np.stack([gy[mask], gx[mask]], 1)
-    normal = a.T @ a
-    if np.linalg.cond(normal) > 1e8:
-        return np.zeros(2)
-    shifts = np.array([-np.linalg.solve(normal, a.T @ (p[mask] - mean[mask])) for p in phase])
+        mask = np.ones(slices.shape[1:], bool)
     depth = np.arange(len(slices)) - (len(slices) - 1) / 2
-    return (depth @ shifts) / (depth @ depth)
+    total = np.zeros(2)
+    current = slices
+    for _ in range(rounds):
+        phase = np.angle(current).astype(np.float64)
+        mean = phase.mean(0)
+        gy, gx = np.gradient(mean)
+        a = np.stack([gy[mask], gx[mask]], 1)
+        normal = a.T @ a
+        if np.linalg.cond(normal) > 1e8:
+            break
+        shifts = np.array([-np.linalg.solve(normal, a.T @ (p[mask] - mean[mask])) for p in phase])
+        rate = (depth @ shifts) / (depth @ depth)
+        total += rate
+        current = shift_slices(slices, -depth[:, None] * total[None, :])
+    return total
 
 
 def shift_slices(slices: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
