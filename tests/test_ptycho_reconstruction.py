@@ -2,6 +2,8 @@
 truth: a SrTiO3 [001] slab 31 A thick (16 abTEM slices), 200 keV, 25 mrad, 16 x 16 positions 0.6 A apart,
 Poisson noise at 1e5 e/A^2 (tests/ptycho_data.py). mspt reconstructs it with 8 slices."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,47 @@ def test_mistilt_is_recovered(measured):
     error = float(np.hypot(*(result.tilt_mrad - np.array(ds.tilt_mrad))))
     measured("ptycho mistilt", "tilt error (mrad) for a 5 mrad mistilt", error, 1.0)
     assert error <= 1.0
+
+
+class CountingDataset:
+    """An h5py dataset that records the largest number of patterns any single read returns."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.shape = dataset.shape
+        self.largest_read = 0
+
+    def __getitem__(self, key):
+        block = self.dataset[key]
+        patterns = int(np.prod(block.shape[:-2])) if block.ndim > 2 else 1
+        self.largest_read = max(self.largest_read, patterns)
+        return block
+
+
+def test_a_scan_larger_than_the_memory_budget_streams_from_its_file(clean, tmp_path, measured):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("data", data=clean.data, chunks=(1, 16, 64, 64))
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        counting = CountingDataset(f["data"])
+        scan = dataclasses.replace(clean.scan("nominal", "entrance"), data=counting)
+        config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=clean.thickness_A / N_SLICES, iterations=20,
+                              progress=False, batch_size=32, memory_budget_bytes=clean.data.nbytes // 4)  # fmt: skip
+        result = reconstruct(scan, config)
+    # Whole scan rows (16 patterns) at a time, never the scan (256 patterns).
+    assert counting.largest_read <= 16
+    r = measured("ptycho streamed from HDF5", "summed-phase r vs truth (20 iterations)", summed_phase_r(result, clean), 0.98, ">")
+    assert r >= 0.98
+
+
+@pytest.mark.gpu
+def test_cuda_engine_equals_the_cpu_engine(clean):
+    from mspt import _backend
+
+    if not _backend.cuda_available():
+        pytest.skip("no usable CUDA GPU")
+    cpu = run(clean, iterations=5, device="cpu")
+    gpu = run(clean, iterations=5, device="cuda")
+    np.testing.assert_allclose(gpu.loss, cpu.loss, rtol=1e-3)
+    assert np.linalg.norm(gpu.slices - cpu.slices) / np.linalg.norm(cpu.slices) < 1e-3
+    assert np.linalg.norm(gpu.probe - cpu.probe) / np.linalg.norm(cpu.probe) < 1e-3
