@@ -1,4 +1,5 @@
-// mspt._core: the CPU backend (OpenMP + FFTW). Always built; imports without a GPU.
+// mspt._core (and mspt._core_avx2, the same source built for AVX2 + FMA): the CPU backend (OpenMP + FFTW).
+// Always built; imports without a GPU.
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -98,7 +99,14 @@ py::array overlap_add_py(const py::array& patches, const py::array& positions, p
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+#ifndef MSPT_MODULE_NAME
+#define MSPT_MODULE_NAME _core
+#endif
+#ifndef MSPT_CPU_ISA
+#define MSPT_CPU_ISA "baseline"
+#endif
+
+PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
   m.doc() = "mspt CPU backend: multislice operators on OpenMP + FFTW";
   mspt::bind_multislice<mspt::MultisliceCpu<float>, float>(
       m, "MultisliceCpu32", "Multislice plan on the CPU, single precision (the production path).");
@@ -106,7 +114,7 @@ PYBIND11_MODULE(_core, m) {
       m, "MultisliceCpu64", "Multislice plan on the CPU, double precision (the reference path for tests).");
   m.def("likelihood32", &likelihood_py<float>, "intensity"_a, "data"_a, "kind"_a, "eps"_a, "mask"_a = py::none());
   m.def("likelihood64", &likelihood_py<double>, "intensity"_a, "data"_a, "kind"_a, "eps"_a, "mask"_a = py::none());
-  py::class_<mspt::PropagationParams>(m, "PropagationParams")
+  py::class_<mspt::PropagationParams>(m, "PropagationParams", py::module_local())
       .def(py::init([](int ny, int nx, double dy, double dx, double wavelength, double dz, double tan_ty, double tan_tx,
                        double cutoff) {
              return mspt::PropagationParams{ny, nx, dy, dx, wavelength, dz, tan_ty, tan_tx, cutoff};
@@ -137,11 +145,23 @@ PYBIND11_MODULE(_core, m) {
         return is_double(p) ? overlap_add_py<double>(p, pos, h, w) : overlap_add_py<float>(p, pos, h, w);
       },
       "patches"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a);
+  m.def(
+      "cpu_supports",
+      [](const std::string& feature) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        if (feature == "avx2") return bool(__builtin_cpu_supports("avx2"));
+        if (feature == "fma") return bool(__builtin_cpu_supports("fma"));
+#endif
+        (void)feature;
+        return false;
+      },
+      "feature"_a, "Whether this processor has an instruction-set feature (\"avx2\", \"fma\").");
   m.def("build_info", []() {
     py::dict d;
     d["fft"] = "FFTW " + mspt::fftw_version();
     d["fftw_planner"] = mspt::fftw_planner_name();
     d["openmp_threads"] = omp_get_max_threads();
+    d["isa"] = MSPT_CPU_ISA;
 #ifdef MSPT_VERSION
     d["version"] = MSPT_VERSION;
 #endif

@@ -18,7 +18,7 @@ using namespace pybind11::literals;
 template <class Engine, class T>
 void bind_multislice(py::module_& m, const char* name, const char* doc) {
   using C = std::complex<T>;
-  py::class_<Engine>(m, name, doc)
+  py::class_<Engine>(m, name, doc, py::module_local())
       .def(py::init<int, int, int, int, int>(), "ny"_a, "nx"_a, "n_slices"_a, "modes"_a, "threads"_a = 0)
       .def_property_readonly("threads", &Engine::threads)
       .def_property_readonly("scratch_bytes", &Engine::scratch_bytes)

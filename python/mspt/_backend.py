@@ -8,7 +8,7 @@ import collections
 import importlib
 import threading
 
-from . import _core
+from ._native import core as _core
 
 DEVICES = ("cpu", "cuda")
 _ENGINE_CACHE_SIZE = 8

@@ -7,7 +7,8 @@ import platform
 
 import numpy as np
 
-from . import __version__, _core
+from . import __version__
+from ._native import core as _core
 
 
 def collect() -> dict:
@@ -18,7 +19,7 @@ def collect() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "cpu backend": f"mspt._core ({core['fft']}, OpenMP {core['openmp_threads']} threads, planner {core['fftw_planner']})",
+        "cpu backend": f"{_core.__name__} ({core['isa']}; {core['fft']}, OpenMP {core['openmp_threads']} threads, planner {core['fftw_planner']})",
     }
     try:
         cuda = importlib.import_module("mspt._core_cuda")

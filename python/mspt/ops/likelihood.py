@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .._native import core as _core
 from .multislice import LIKELIHOODS
 
 

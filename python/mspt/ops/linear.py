@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .. import _core
+from .._native import core as _core
 from ..constants import wavelength_A as _wavelength_A
 from .multislice import _finite_positive, _pair, bandlimit_cutoff_invA
 
