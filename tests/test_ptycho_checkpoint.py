@@ -73,3 +73,12 @@ def test_a_corrupt_checkpoint_is_a_named_error(small_scan, tmp_path):
     (tmp_path / "run.h5").write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match="checkpoint_path: .* is not a readable HDF5 checkpoint"):
         reconstruct(small_scan, config(tmp_path), resume=True)
+
+
+def test_a_new_run_never_replaces_an_existing_checkpoint(small_scan, tmp_path):
+    reconstruct(small_scan, config(tmp_path, iterations=2))
+    before = (tmp_path / "run.h5").read_bytes()
+    with pytest.raises(FileExistsError, match="checkpoint_path: .* already exists; pass resume=True"):
+        reconstruct(small_scan, config(tmp_path, iterations=2))
+    assert (tmp_path / "run.h5").read_bytes() == before
+    reconstruct(small_scan, config(tmp_path, iterations=2), overwrite=True)

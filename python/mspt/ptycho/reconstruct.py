@@ -31,11 +31,14 @@ def _config_fingerprint(config: PtychoConfig) -> dict:
     return keep
 
 
-def reconstruct(scan: PtychoScan, config: PtychoConfig = PtychoConfig(), *, resume: bool = False) -> PtychoResult:
+def reconstruct(
+    scan: PtychoScan, config: PtychoConfig = PtychoConfig(), *, resume: bool = False, overwrite: bool = False
+) -> PtychoResult:
     """Reconstruct one tilt: object slices, probe modes, positions and beam tilt from a 4D-STEM scan.
 
     With ``resume=True`` and an existing ``config.checkpoint_path``, the run continues from the checkpoint
-    and ends where an uninterrupted run would have.
+    and ends where an uninterrupted run would have. A new run never replaces an existing checkpoint unless
+    ``overwrite=True``.
     """
     if not isinstance(scan, PtychoScan):
         raise TypeError(f"scan: expected an mspt.ptycho.PtychoScan, got {type(scan).__name__}")
@@ -53,6 +56,11 @@ def reconstruct(scan: PtychoScan, config: PtychoConfig = PtychoConfig(), *, resu
             )
         engine = PtychoEngine.from_state(scan, config, state)
     else:
+        if checkpoint is not None and checkpoint.exists() and not overwrite:
+            raise FileExistsError(
+                f"checkpoint_path: {checkpoint} already exists; pass resume=True to continue that run, "
+                "overwrite=True to replace it, or choose another checkpoint_path"
+            )
         engine = PtychoEngine.start(scan, config, mean_counts)
 
     bar = _progress(config.iterations, engine.iteration, config.progress)
