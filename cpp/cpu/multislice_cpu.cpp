@@ -60,6 +60,21 @@ size_t MultisliceCpu<T>::scratch_bytes() const {
 template <class T>
 void MultisliceCpu<T>::prepare(const MultisliceArgs<T>& a) {
   const PropagationParams& p = a.prop;
+  // The tables depend only on the geometry, which a reconstruction keeps from call to call.
+  const bool same_geometry = tables_ready_ && std::memcmp(&p, &table_params_, sizeof(p)) == 0 &&
+                             a.bandlimit_farfield == table_bandlimit_;
+  if (!same_geometry) fill_tables(a);
+  // The probe's spectrum, once per call (the input may be unaligned: stage it in scratch).
+  ThreadScratch& sc = scratch_[0];
+  for (int m = 0; m < modes_; ++m) {
+    std::memcpy(static_cast<void*>(sc.work.data()), a.probe + size_t(m) * n_, n_ * sizeof(cplx<T>));
+    fft_->forward(sc.work.data(), probe_spectra_.data() + size_t(m) * plane_);
+  }
+}
+
+template <class T>
+void MultisliceCpu<T>::fill_tables(const MultisliceArgs<T>& a) {
+  const PropagationParams& p = a.prop;
   for (int iy = 0; iy < ny_; ++iy) {
     ky_invA_[iy] = freq_y_invA(p, iy);
     ky_px_[iy] = fft_freq(iy, ny_);
@@ -76,12 +91,9 @@ void MultisliceCpu<T>::prepare(const MultisliceArgs<T>& a) {
       far_band_[i] = a.bandlimit_farfield ? in_band_[i] : 1;
     }
   }
-  // The probe's spectrum, once per call (the input may be unaligned: stage it in scratch).
-  ThreadScratch& sc = scratch_[0];
-  for (int m = 0; m < modes_; ++m) {
-    std::memcpy(static_cast<void*>(sc.work.data()), a.probe + size_t(m) * n_, n_ * sizeof(cplx<T>));
-    fft_->forward(sc.work.data(), probe_spectra_.data() + size_t(m) * plane_);
-  }
+  table_params_ = p;
+  table_bandlimit_ = a.bandlimit_farfield;
+  tables_ready_ = true;
 }
 
 template <class T>

@@ -38,6 +38,7 @@ class MultisliceCpu {
   };
 
   void prepare(const MultisliceArgs<T>& args);
+  void fill_tables(const MultisliceArgs<T>& args);
   void process_position(const MultisliceArgs<T>& args, int64_t b, int slot, ThreadScratch& sc);
   void scatter_chunk(const MultisliceArgs<T>& args, int64_t first, int64_t count);
 
@@ -46,6 +47,10 @@ class MultisliceCpu {
   int64_t chunk_;
   std::shared_ptr<const Fft2Plan<T>> fft_;
   std::vector<ThreadScratch> scratch_;
+  // Geometry tables (propagator, bands, frequencies), refilled only when the geometry changes.
+  PropagationParams table_params_{};
+  bool table_bandlimit_ = false;
+  bool tables_ready_ = false;
   // Per call, shared by all threads.
   AlignedBuffer<cplx<T>> probe_spectra_;  // [M, plane] F(probe)
   AlignedBuffer<cplx<T>> probe_acc_;      // [M, plane] summed probe gradient spectra

@@ -289,14 +289,16 @@ def multislice_loss_grad(
     wrt: Iterable[str] = _WRT,
     device: str = "cpu",
     threads: int | None = None,
+    check_data: bool = True,
 ) -> MultisliceGrads:
     """Likelihood of measured patterns ``data`` (B, ny, nx, counts, zero frequency at the centre) under the
     multislice model, and its gradients, in one pass (no intensities stored).
 
     ``likelihood="poisson"`` sums the Poisson deviance ``I - d + d log(d / I)``; ``"amplitude"`` sums
     ``(sqrt(I) - sqrt(d))^2``. With ``bandlimit=True`` detector pixels outside the band limit, which the
-    model cannot reach, are left out. Returns :class:`MultisliceGrads` with ``loss`` and
-    ``loss_per_position`` set."""
+    model cannot reach, are left out. ``check_data=False`` skips the check that the counts are finite and
+    non-negative (for callers that checked them once already). Returns :class:`MultisliceGrads` with
+    ``loss`` and ``loss_per_position`` set."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {tuple(LIKELIHOODS)}, got {likelihood!r}")
     call = _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, device, threads)
@@ -304,7 +306,7 @@ def multislice_loss_grad(
     d = np.ascontiguousarray(data, dtype=call.real_dtype)
     if d.shape != (B, ny, nx):
         raise ValueError(f"data: expected shape {(B, ny, nx)} (positions, ky, kx), got {d.shape}")
-    if not np.all(np.isfinite(d)) or np.any(d < 0):
+    if check_data and (not np.all(np.isfinite(d)) or np.any(d < 0)):
         raise ValueError("data: expected finite, non-negative counts")
     outputs = _gradient_outputs(call, _wrt_set(wrt))
     per_position = np.empty(B, np.float64)

@@ -152,7 +152,7 @@ class PtychoEngine:
             fit = ops.multislice_loss_grad(
                 self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
-                wrt=wrt, device=cfg.device, threads=cfg.threads,
+                wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False,
             )  # fmt: skip
             total_loss += fit.loss
             self.loss_per_position[batch] = fit.loss_per_position
@@ -212,7 +212,7 @@ class PtychoEngine:
         return ops.multislice_loss_grad(
             data, self.slices, self.probe, self.positions_px[subset] + offset, cfg.slice_thickness_A,
             self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
-            wrt=("positions",), device=cfg.device, threads=cfg.threads,
+            wrt=("positions",), device=cfg.device, threads=cfg.threads, check_data=False,
         ).positions_px  # fmt: skip
 
     def _position_curvature(self, shift_px: float = 0.1) -> np.ndarray:
