@@ -46,6 +46,7 @@ def load_state(path) -> tuple[dict, dict]:
             raise ValueError(f"checkpoint_path: {path} is not an mspt ptychography checkpoint (format {f.attrs.get('format')!r})")
         state = {key: f[key][()] for key in f.keys()}
         state["rng_state"] = json.loads(f.attrs["rng_state"])
-        state["loss_history"] = list(np.atleast_1d(state["loss_history"]))
+        for key in ("loss_history", "validation_history", "discrepancy_history"):
+            state[key] = list(np.atleast_1d(state[key]))
         meta = json.loads(f.attrs["meta"])
     return state, meta

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from .. import _validate as v
+from .stopping import STOP_RULES
 
 LIKELIHOODS = ("amplitude", "poisson")
 OBJECT_CONSTRAINTS = ("none", "amplitude_le_1", "phase_only")
@@ -27,7 +28,13 @@ class PtychoConfig:
             (A along the beam; 0 puts the stack centre on that plane).
         padding_px : object pixels added around the scanned field of view, beyond the probe window.
     Optimisation
-        iterations : passes over the data (epochs).
+        iterations : passes over the data (epochs); with a stopping rule, the most it may take.
+        stop : "validation" (default: 5 % of the positions never take part in an update; the run keeps the
+            state that predicts them best and stops when that has not improved for ``patience``
+            iterations), "discrepancy" (Poisson data: stop once the deviance reaches the counting-noise
+            level), or "fixed" (run all ``iterations``).
+        validation_fraction : share of the positions held out for validation.
+        patience : iterations without a better validation loss before stopping.
         batch_size : probe positions per gradient step.
         likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
         object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
@@ -57,7 +64,10 @@ class PtychoConfig:
     slice_thickness_A: float = 4.0
     stack_centre_A: float = 0.0
     padding_px: int = 8
-    iterations: int = 30
+    iterations: int = 60
+    stop: str = "validation"
+    validation_fraction: float = 0.05
+    patience: int = 5
     batch_size: int = 64
     likelihood: str = "amplitude"
     object_step: float = 0.9
@@ -88,6 +98,11 @@ class PtychoConfig:
         v.positive("padding_px", self.padding_px, integer=True, allow_zero=True)
         v.positive("iterations", self.iterations, integer=True, allow_zero=True)
         v.positive("batch_size", self.batch_size, integer=True)
+        v.choice("stop", self.stop, STOP_RULES)
+        v.fraction("validation_fraction", self.validation_fraction, high=0.5)
+        v.positive("patience", self.patience, integer=True)
+        if self.stop == "discrepancy" and self.likelihood != "poisson":
+            raise ValueError('stop: "discrepancy" needs likelihood="poisson"')
         v.choice("likelihood", self.likelihood, LIKELIHOODS)
         v.fraction("object_step", self.object_step, high=2.0)
         v.fraction("probe_step", self.probe_step, high=2.0)

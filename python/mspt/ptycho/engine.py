@@ -33,6 +33,7 @@ from ..probe import make_probe
 from .config import PtychoConfig
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .scan import PtychoScan
+from .stopping import StopState, choose_validation, expected_poisson_deviance
 
 # rPIE-style floor of the illumination preconditioner, as a fraction of its maximum.
 ILLUMINATION_FLOOR = 0.1
@@ -41,6 +42,8 @@ LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
 # momentum carries a position across the shallow part of that coupled valley.
 POSITION_MOMENTUM = 0.7
+# What the stopping rule keeps of the best state.
+BEST_KEYS = ("slices", "probe", "positions_px", "tilt_mrad")
 # The position curvature changes slowly: it is measured every CURVATURE_EVERY iterations.
 CURVATURE_EVERY = 5
 # Stuck positions: every SEARCH_EVERY iterations of position refinement, positions whose loss lies
@@ -70,6 +73,14 @@ class PtychoEngine:
         self.position_curvature: np.ndarray = state["position_curvature"]  # d^2 L / d(y, x)^2 per position
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
+        # Validation positions never take part in an update (stopping.py); the best state by their loss.
+        self.validation = np.asarray(state["validation_indices"], dtype=np.int64)
+        self.training = np.setdiff1d(np.arange(scan.n_positions), self.validation)
+        self.stop = StopState(
+            validation_history=list(state["validation_history"]), discrepancy_history=list(state["discrepancy_history"]),
+            best_validation=float(state["best_validation"]), best_iteration=int(state["best_iteration"]),
+        )  # fmt: skip
+        self.best = {key: state["best_" + key] for key in BEST_KEYS}
         self.loss_per_position = np.zeros(scan.n_positions)
         self._data = None
         if scan.nbytes_float32 <= config.memory_budget_bytes:
@@ -103,8 +114,15 @@ class PtychoEngine:
             loss_history=[],
             position_velocity=np.zeros_like(positions_px),
             position_curvature=np.ones(2),
-            rng_state=np.random.default_rng(config.seed).bit_generator.state,
         )
+        rng = np.random.default_rng(config.seed)
+        fraction = config.validation_fraction if config.stop == "validation" else 0.0
+        state.update(
+            validation_indices=choose_validation(scan.n_positions, fraction, rng),
+            validation_history=[], discrepancy_history=[], best_validation=np.inf, best_iteration=-1,
+            rng_state=rng.bit_generator.state,
+        )  # fmt: skip
+        state.update({"best_" + key: np.array(state[key], copy=True) for key in BEST_KEYS})
         return cls(scan, config, state)
 
     @classmethod
@@ -117,7 +135,12 @@ class PtychoEngine:
             slices=self.slices, probe=self.probe, positions_px=self.positions_px,
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
-            position_velocity=self.position_velocity, position_curvature=self.position_curvature, rng_state=self.rng.bit_generator.state,
+            position_velocity=self.position_velocity, position_curvature=self.position_curvature,
+            rng_state=self.rng.bit_generator.state, validation_indices=self.validation,
+            validation_history=np.array(self.stop.validation_history),
+            discrepancy_history=np.array(self.stop.discrepancy_history),
+            best_validation=self.stop.best_validation, best_iteration=self.stop.best_iteration,
+            **{"best_" + key: value for key, value in self.best.items()},
         )  # fmt: skip
 
     # -- one iteration ---------------------------------------------------------------------------------
@@ -125,12 +148,12 @@ class PtychoEngine:
         return first >= 0 and self.iteration >= first
 
     def _batches(self) -> list[np.ndarray]:
-        n, size = self.scan.n_positions, self.config.batch_size
+        training, size = self.training, self.config.batch_size
         if self._data is not None:
-            order = self.rng.permutation(n)
-            return [order[i : i + size] for i in range(0, n, size)]
+            order = training[self.rng.permutation(len(training))]
+            return [order[i : i + size] for i in range(0, len(order), size)]
         # Streaming from a file: contiguous blocks (cheap to read) in a random order.
-        blocks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+        blocks = [training[i : i + size] for i in range(0, len(training), size)]
         return [blocks[i] for i in self.rng.permutation(len(blocks))]
 
     def _read(self, batch: np.ndarray) -> np.ndarray:
@@ -146,7 +169,6 @@ class PtychoEngine:
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
         if refine_positions and (self.iteration - cfg.refine_positions_from) % CURVATURE_EVERY == 0:
             self.position_curvature = self._position_curvature()
-        position_curvature = self.position_curvature
         total_loss = 0.0
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
@@ -161,18 +183,72 @@ class PtychoEngine:
             if refine_probe:
                 self._step_probe(fit.probe, positions, curvature)
             if refine_positions:
-                step = -cfg.position_step * fit.positions_px / position_curvature
-                step = np.clip(step + POSITION_MOMENTUM * self.position_velocity[batch], -cfg.max_position_step_px, cfg.max_position_step_px)
-                self.position_velocity[batch] = step
-                moved = self.positions_px[batch] + step
-                self.positions_px[batch] = np.clip(moved, *self._position_bounds())
+                self._step_positions(batch, fit.positions_px)
         if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
             self._search_stuck_positions()
         self._finish_iteration(refine_probe, refine_positions)
-        mean_loss = total_loss / self.scan.n_positions
+        mean_loss = total_loss / len(self.training)
         self.loss_history.append(mean_loss)
         self.iteration += 1
+        improved = self.stop.record(self._validation_loss(), self._discrepancy(mean_loss), self.iteration)
+        if improved:
+            self.best = {key: np.array(getattr(self, key), copy=True) for key in BEST_KEYS}
         return mean_loss
+
+    def _validation_loss(self) -> float:
+        """Mean loss per validation pattern under the current model (NaN without a validation set). The
+        held-out patterns never change the object or the probe; while positions are refined, each takes
+        its own position step (from its own gradient, object and probe fixed), as every position does."""
+        if len(self.validation) == 0:
+            return float("nan")
+        cfg = self.config
+        refine = self._refining(cfg.refine_positions_from)
+        for i in range(0, len(self.validation), cfg.batch_size):
+            batch = self.validation[i : i + cfg.batch_size]
+            fit = ops.multislice_loss_grad(
+                self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
+                self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
+                wrt=("positions",) if refine else (), device=cfg.device, threads=cfg.threads, check_data=False,
+            )  # fmt: skip
+            self.loss_per_position[batch] = fit.loss_per_position
+            if refine:
+                self._step_positions(batch, fit.positions_px)
+        return float(np.mean(self.loss_per_position[self.validation]))
+
+    def _discrepancy(self, training_loss: float, sample: int = 16) -> float:
+        """Training deviance per pattern over what counting noise alone gives at the model's intensities
+        (estimated on a few training positions); NaN for the amplitude likelihood."""
+        cfg = self.config
+        if cfg.likelihood != "poisson":
+            return float("nan")
+        subset = self.training[:: max(1, len(self.training) // sample)][:sample]
+        intensities = ops.multislice_forward(
+            self.slices, self.probe, self.positions_px[subset], cfg.slice_thickness_A, self.scan.energy_eV,
+            self.sampling_A, tilt_mrad=self.tilt_mrad, device=cfg.device, threads=cfg.threads,
+        )  # fmt: skip
+        band = self._far_field_band()
+        expected = np.mean(np.sum(expected_poisson_deviance(intensities[:, band]), axis=1))
+        return float(training_loss / expected) if expected > 0 else float("nan")
+
+    def _far_field_band(self) -> np.ndarray:
+        """Detector pixels the band-limited model predicts (zero frequency at the centre)."""
+        ny, nx = self.window
+        ky = np.fft.fftshift(np.fft.fftfreq(ny, self.sampling_A[0]))[:, None]
+        kx = np.fft.fftshift(np.fft.fftfreq(nx, self.sampling_A[1]))[None, :]
+        return ky**2 + kx**2 < ops.bandlimit_cutoff_invA(self.sampling_A) ** 2
+
+    def restore_best(self) -> None:
+        """Go back to the state with the lowest validation loss (a no-op without a validation set)."""
+        if self.stop.best_iteration >= 0:
+            for key, value in self.best.items():
+                setattr(self, key, np.array(value, copy=True))
+
+    def _step_positions(self, batch: np.ndarray, gradient: np.ndarray):
+        cfg = self.config
+        step = -cfg.position_step * gradient / self.position_curvature + POSITION_MOMENTUM * self.position_velocity[batch]
+        step = np.clip(step, -cfg.max_position_step_px, cfg.max_position_step_px)
+        self.position_velocity[batch] = step
+        self.positions_px[batch] = np.clip(self.positions_px[batch] + step, *self._position_bounds())
 
     def _search_stuck_positions(self):
         """A position far from its truth sits in a local minimum of its pattern's loss that the gradient
@@ -180,8 +256,8 @@ class PtychoEngine:
         of radius ``position_search_A`` around each such outlier and move it to the best point."""
         cfg = self.config
         losses = self.loss_per_position
-        median = np.median(losses)
-        spread = 1.4826 * np.median(np.abs(losses - median)) + 1e-12
+        median = np.median(losses[self.training])  # the threshold comes from training patterns only
+        spread = 1.4826 * np.median(np.abs(losses[self.training] - median)) + 1e-12
         outliers = np.nonzero(losses > median + OUTLIER_SIGMAS * spread)[0][:MAX_SEARCHES]
         radius = cfg.position_search_A / min(self.sampling_A)
         if radius < 0.5 or len(outliers) == 0:
@@ -204,7 +280,8 @@ class PtychoEngine:
                 self.position_velocity[b] = 0.0
 
     def _curvature_sample(self, sample: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        subset = np.sort(self.rng.choice(self.scan.n_positions, min(sample, self.scan.n_positions), replace=False))
+        training = self.training
+        subset = np.sort(training[self.rng.choice(len(training), min(sample, len(training)), replace=False)])
         return subset, self._read(subset)
 
     def _position_gradient(self, subset, data, offset=0.0) -> np.ndarray:
@@ -255,7 +332,11 @@ class PtychoEngine:
         if refine_positions:
             # A common shift, stretch or rotation of every position is (nearly) one of the object: keep the
             # corrections free of that global part so the object cannot drift into it.
-            self.positions_px -= global_part(self.positions_px - self.nominal_positions_px, self.nominal_positions_px, cfg.position_constraint)
+            # Measured on the training positions (held-out data must not steer the training ones).
+            self.positions_px -= global_part(
+                self.positions_px - self.nominal_positions_px, self.nominal_positions_px, cfg.position_constraint,
+                fit_on=self.training,
+            )  # fmt: skip
 
     def _move_shear_into_tilt(self):
         """A beam tilt and a slice stack sheared along the beam give the same data; of the two, the object
@@ -286,15 +367,18 @@ class PtychoEngine:
         return np.sum(np.angle(self.slices), axis=0)
 
 
-def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str) -> np.ndarray:
+def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str, fit_on: np.ndarray | None = None) -> np.ndarray:
     """The part of per-position corrections (N, 2) common to all positions: their mean ("mean"), or the
-    best affine map of the nominal positions ("affine"); zero for "none"."""
+    best affine map of the nominal positions ("affine"), fitted on the positions ``fit_on`` (default all)
+    and evaluated at every position; zero for "none"."""
     if kind == "none":
         return np.zeros_like(corrections)
-    if kind == "mean" or len(nominal) < 4:
-        return np.broadcast_to(corrections.mean(0), corrections.shape)
-    design = np.column_stack([nominal - nominal.mean(0), np.ones(len(nominal))])
-    coefficients, *_ = np.linalg.lstsq(design, corrections, rcond=None)
+    fit_on = np.arange(len(nominal)) if fit_on is None else fit_on
+    if kind == "mean" or len(fit_on) < 4:
+        return np.broadcast_to(corrections[fit_on].mean(0), corrections.shape)
+    centre = nominal[fit_on].mean(0)
+    design = np.column_stack([nominal - centre, np.ones(len(nominal))])
+    coefficients, *_ = np.linalg.lstsq(design[fit_on], corrections[fit_on], rcond=None)
     return design @ coefficients
 
 

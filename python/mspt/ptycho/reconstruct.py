@@ -68,6 +68,8 @@ def reconstruct(
     iteration_times = []
     try:
         while engine.iteration < config.iterations:
+            if config.stop != "fixed" and engine.stop.should_stop(config.stop, engine.iteration, config.patience):
+                break
             t0 = time.perf_counter()
             loss = engine.run_iteration()
             iteration_times.append(time.perf_counter() - t0)
@@ -80,6 +82,11 @@ def reconstruct(
         if bar is not None:
             bar.close()
     total = time.perf_counter() - started
+    if not engine.stop.stop_reason:
+        engine.stop.stop_reason = f"ran the {config.iterations} iterations allowed"
+    iterations_run = engine.iteration
+    if config.stop == "validation":
+        engine.restore_best()
     sampling = engine.sampling_A
     return PtychoResult(
         slices=engine.slices.copy(),
@@ -88,6 +95,12 @@ def reconstruct(
         nominal_positions_A=engine.nominal_positions_px * np.array(sampling) + engine.object_origin_A,
         tilt_mrad=engine.tilt_mrad.copy(),
         loss=np.array(engine.loss_history),
+        validation_loss=np.array(engine.stop.validation_history),
+        discrepancy=np.array(engine.stop.discrepancy_history),
+        stop_reason=engine.stop.stop_reason,
+        iterations_run=iterations_run,
+        best_iteration=engine.stop.best_iteration,
+        validation_indices=engine.validation.copy(),
         summed_phase=engine.summed_phase(),
         pixel_size_A=sampling,
         slice_thickness_A=config.slice_thickness_A,

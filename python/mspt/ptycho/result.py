@@ -19,7 +19,13 @@ class PtychoResult:
     probe : (M, ky, kx) complex64 probe modes at the stack's entrance, strongest first.
     positions_A : (N, 2) refined probe positions (y, x) in A; ``nominal_positions_A`` the ones given.
     tilt_mrad : refined beam tilt (ty, tx).
-    loss : (iterations,) mean loss per pattern after each iteration.
+    loss : (iterations,) mean training loss per pattern in each iteration.
+    validation_loss : (iterations,) mean loss per held-out pattern after each iteration (NaN without a split).
+    discrepancy : (iterations,) training deviance over its counting-noise expectation (Poisson; NaN else).
+    stop_reason : why the run ended; iterations_run : how many iterations it ran; best_iteration : the
+        iteration whose state is returned with stop="validation" (-1 when the final state is returned).
+        The held-out positions are not folded back for a final polish (it could only fit their noise).
+    validation_indices : the held-out positions (indices into the scan).
     summed_phase : (Y, X) sum over slices of each slice's phase (rad): the projection for tomography.
     timings : wall times in seconds ("total", "per_iteration").
     """
@@ -30,6 +36,12 @@ class PtychoResult:
     nominal_positions_A: np.ndarray
     tilt_mrad: np.ndarray
     loss: np.ndarray
+    validation_loss: np.ndarray
+    discrepancy: np.ndarray
+    stop_reason: str
+    iterations_run: int
+    best_iteration: int
+    validation_indices: np.ndarray
     summed_phase: np.ndarray
     pixel_size_A: tuple[float, float]
     slice_thickness_A: float
@@ -39,4 +51,4 @@ class PtychoResult:
 
     @property
     def iterations(self) -> int:
-        return len(self.loss)
+        return self.iterations_run
