@@ -100,3 +100,26 @@ def test_iteration_over_fft_floor(benchmark, report):
     benchmark.pedantic(engine.run_iteration, rounds=1, iterations=1)
     report("MSP iteration (4 slices, 256 positions, 64^2) over its FFT floor", iteration_s=min(t_iter),
            floor_s=min(t_floor), ratio=ratio, threads=threads)  # fmt: skip
+
+
+def test_validation_overhead_per_iteration(benchmark, report):
+    """The held-out likelihood is evaluated every iteration: its cost relative to the iteration."""
+    ds = pd.dataset()
+    scan = ds.scan("nominal", "entrance")
+    config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, progress=False)
+    engine = PtychoEngine.start(scan, config, scan.check_patterns())
+    for _ in range(6):  # past the start of position refinement
+        engine.run_iteration()
+    t_iter, t_val = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        engine.run_iteration()
+        t_iter.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        engine._validation_loss()
+        t_val.append(time.perf_counter() - t)
+    fraction = min(t_val) / (min(t_iter) - min(t_val))
+    benchmark.extra_info.update(iteration_s=min(t_iter), validation_s=min(t_val), overhead=fraction)
+    benchmark.pedantic(engine._validation_loss, rounds=3, iterations=1)
+    report("MSP validation evaluation per iteration", held_out=len(engine.validation), positions=scan.n_positions,
+           validation_s=min(t_val), overhead_fraction=fraction)  # fmt: skip
