@@ -99,3 +99,14 @@ def test_expected_poisson_deviance_matches_sampling(mean):
     with np.errstate(divide="ignore", invalid="ignore"):
         sample = np.where(d > 0, d * np.log(d / mean), 0.0) - (d - mean)
     assert expected_poisson_deviance(np.array([mean]))[0] == pytest.approx(sample.mean(), abs=4 * sample.std() / np.sqrt(d.size))
+
+
+def test_regularisation_weight_chosen_by_the_held_out_patterns(low_dose, measured):
+    result = reconstruct(low_dose.scan("nominal", "entrance"), config(low_dose, kz_strength="auto"))
+    choice = result.regularisation["kz_strength"]
+    scores = choice["validation_loss"]
+    assert set(scores) == {0.0, 30.0, 100.0, 300.0}
+    assert choice["value"] == min(scores, key=scores.get) == result.config.kz_strength
+    measured("stopping", f"kz strength chosen {choice['value']} from validation losses {scores}", result_fidelity(result, low_dose), 0.97, ">")
+    with pytest.raises(ValueError, match='kz_strength: expected a non-negative number or "auto"'):
+        config(low_dose, kz_strength="strong")

@@ -53,6 +53,8 @@ class PtychoConfig:
         kz_strength : strength of the kz (depth) filter that damps structure varying fast along the
             beam relative to across it; 0 disables it.
         tv_weight : total-variation weight on each slice's phase (0 disables it).
+        Either may be "auto": a few candidates run a short reconstruction each and the one that predicts
+        the held-out patterns best is used (recorded in ``PtychoResult.regularisation``).
     Execution
         device : "cpu" or "cuda"; threads : CPU threads (None: all).
         checkpoint_every : write a checkpoint every N iterations (0: never); checkpoint_path : its file.
@@ -82,8 +84,8 @@ class PtychoConfig:
     position_search_A: float = 1.5
     seed: int = 0
     object_constraint: str = "amplitude_le_1"
-    kz_strength: float = 0.0
-    tv_weight: float = 0.0
+    kz_strength: float | str = 0.0
+    tv_weight: float | str = 0.0
     device: str = "cpu"
     threads: int | None = None
     checkpoint_every: int = 0
@@ -118,8 +120,13 @@ class PtychoConfig:
         if not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
         v.choice("object_constraint", self.object_constraint, OBJECT_CONSTRAINTS)
-        v.positive("kz_strength", self.kz_strength, allow_zero=True)
-        v.positive("tv_weight", self.tv_weight, allow_zero=True)
+        for name in ("kz_strength", "tv_weight"):
+            value = getattr(self, name)
+            if value != "auto":
+                try:
+                    v.positive(name, value, allow_zero=True)
+                except ValueError:
+                    raise ValueError(f'{name}: expected a non-negative number or "auto", got {value!r}') from None
         v.choice("device", self.device, DEVICES)
         if self.threads is not None:
             v.positive("threads", self.threads, integer=True)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from .autotune import choose_regularisation
 from .checkpoint import load_state, save_state
 from .config import PtychoConfig
 from .engine import PtychoEngine
@@ -45,6 +46,7 @@ def reconstruct(
     if not isinstance(config, PtychoConfig):
         raise TypeError(f"config: expected an mspt.ptycho.PtychoConfig, got {type(config).__name__}")
     mean_counts = scan.check_patterns()
+    config, regularisation = choose_regularisation(scan, config, mean_counts)
     fingerprint = _config_fingerprint(config)
     checkpoint = pathlib.Path(config.checkpoint_path) if config.checkpoint_path else None
     if resume and checkpoint is not None and checkpoint.exists():
@@ -101,6 +103,7 @@ def reconstruct(
         iterations_run=iterations_run,
         best_iteration=engine.stop.best_iteration,
         validation_indices=engine.validation.copy(),
+        regularisation=regularisation,
         summed_phase=engine.summed_phase(),
         pixel_size_A=sampling,
         slice_thickness_A=config.slice_thickness_A,

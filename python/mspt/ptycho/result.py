@@ -26,6 +26,7 @@ class PtychoResult:
         iteration whose state is returned with stop="validation" (-1 when the final state is returned).
         The held-out positions are not folded back for a final polish (it could only fit their noise).
     validation_indices : the held-out positions (indices into the scan).
+    regularisation : for each weight given as "auto", the chosen value and every candidate's validation loss.
     summed_phase : (Y, X) sum over slices of each slice's phase (rad): the projection for tomography.
     timings : wall times in seconds ("total", "per_iteration").
     """
@@ -42,6 +43,7 @@ class PtychoResult:
     iterations_run: int
     best_iteration: int
     validation_indices: np.ndarray
+    regularisation: dict
     summed_phase: np.ndarray
     pixel_size_A: tuple[float, float]
     slice_thickness_A: float
