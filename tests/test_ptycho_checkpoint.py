@@ -82,3 +82,20 @@ def test_a_new_run_never_replaces_an_existing_checkpoint(small_scan, tmp_path):
         reconstruct(small_scan, config(tmp_path, iterations=2))
     assert (tmp_path / "run.h5").read_bytes() == before
     reconstruct(small_scan, config(tmp_path, iterations=2), overwrite=True)
+
+
+def test_result_round_trips_through_the_results_file_and_draws_a_report(small_scan, tmp_path):
+    from mspt.ptycho import load_result, save_report, save_result
+
+    result = reconstruct(small_scan, config(tmp_path, checkpoint_every=0, checkpoint_path=None))
+    save_result(tmp_path / "results.h5", result, tilt=3)
+    back = load_result(tmp_path / "results.h5", tilt=3)
+    np.testing.assert_array_equal(back.slices, result.slices)
+    np.testing.assert_array_equal(back.validation_loss, result.validation_loss)
+    assert back.stop_reason == result.stop_reason and back.config == result.config
+    assert back.best_iteration == result.best_iteration
+    with pytest.raises(FileExistsError, match="ptycho/003 already exists"):
+        save_result(tmp_path / "results.h5", result, tilt=3)
+    save_result(tmp_path / "results.h5", result, tilt=4)  # another tilt joins the same file
+    png = save_report(result, tmp_path / "tilt003.png")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

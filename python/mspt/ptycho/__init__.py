@@ -4,7 +4,12 @@
 from .config import PtychoConfig
 from .engine import PtychoEngine
 from .reconstruct import reconstruct
+from .report import save_report
 from .result import PtychoResult
+from .results_file import load_result, save_result
 from .scan import PtychoScan
 
-__all__ = ["PtychoConfig", "PtychoEngine", "PtychoResult", "PtychoScan", "reconstruct"]
+__all__ = [
+    "PtychoConfig", "PtychoEngine", "PtychoResult", "PtychoScan", "load_result", "reconstruct", "save_report",
+    "save_result",
+]  # fmt: skip

@@ -1,0 +1,88 @@
+"""A reconstructed tilt in the results HDF5 (``mspt.results`` schema, DESIGN.md): group ``ptycho/NNN`` with
+``object`` (S, Y, X) c64, ``probe`` (M, Ky, Kx) c64, ``positions_A`` (N, 2), ``loss`` (iterations,), plus
+``validation_loss``, ``discrepancy``, ``summed_phase``, ``nominal_positions_A``, ``tilt_mrad`` and
+``validation_indices``; attributes ``pixel_size_A``, ``slice_thickness_A``, ``object_origin_A``,
+``stop_reason``, ``iterations_run``, ``best_iteration``, ``regularisation`` (JSON), ``config`` (JSON).
+
+Writes are atomic (a temporary copy of the file is written and renamed over it), and an existing group is
+replaced only with ``overwrite=True``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+
+from .config import PtychoConfig
+from .result import PtychoResult
+
+ARRAYS = {
+    "object": "slices", "probe": "probe", "positions_A": "positions_A", "nominal_positions_A": "nominal_positions_A",
+    "loss": "loss", "validation_loss": "validation_loss", "discrepancy": "discrepancy", "summed_phase": "summed_phase",
+    "tilt_mrad": "tilt_mrad", "validation_indices": "validation_indices",
+}  # fmt: skip
+
+
+def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = False) -> None:
+    """Write ``result`` as group ``ptycho/{tilt:03d}`` of the results file at ``path`` (created if absent)."""
+    path = pathlib.Path(path)
+    group_name = f"ptycho/{int(tilt):03d}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            if group_name in f:
+                if not overwrite:
+                    raise FileExistsError(f"{path}: {group_name} already exists; pass overwrite=True to replace it")
+                del f[group_name]
+            g = f.create_group(group_name)
+            for name, field in ARRAYS.items():
+                g.create_dataset(name, data=np.asarray(getattr(result, field)))
+            g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
+            g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
+            g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
+            g.attrs["stop_reason"] = result.stop_reason
+            g.attrs["iterations_run"] = int(result.iterations_run)
+            g.attrs["best_iteration"] = int(result.best_iteration)
+            g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
+            g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
+            g.attrs["timings"] = json.dumps(result.timings)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_result(path, tilt: int = 0) -> PtychoResult:
+    """Read back what :func:`save_result` wrote."""
+    group_name = f"ptycho/{int(tilt):03d}"
+    with h5py.File(path, "r") as f:
+        if group_name not in f:
+            raise KeyError(f"{path}: no {group_name} group")
+        g = f[group_name]
+        arrays = {field: g[name][()] for name, field in ARRAYS.items()}
+        regularisation = {
+            k: {"value": v["value"], "validation_loss": {float(c): s for c, s in v["validation_loss"].items()}}
+            for k, v in json.loads(g.attrs["regularisation"]).items()
+        }  # fmt: skip
+        return PtychoResult(
+            **arrays,
+            pixel_size_A=tuple(float(x) for x in g.attrs["pixel_size_A"]),
+            slice_thickness_A=float(g.attrs["slice_thickness_A"]),
+            object_origin_A=np.asarray(g.attrs["object_origin_A"]),
+            stop_reason=str(g.attrs["stop_reason"]),
+            iterations_run=int(g.attrs["iterations_run"]),
+            best_iteration=int(g.attrs["best_iteration"]),
+            regularisation=regularisation,
+            timings=json.loads(g.attrs["timings"]),
+            config=PtychoConfig(**json.loads(g.attrs["config"])),
+        )
