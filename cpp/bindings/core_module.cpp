@@ -10,6 +10,7 @@
 #include "cpu/likelihood_cpu.h"
 #include "cpu/linear_ops_cpu.h"
 #include "cpu/multislice_cpu.h"
+#include "cpu/projector_cpu.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -97,6 +98,44 @@ py::array overlap_add_py(const py::array& patches, const py::array& positions, p
   return out;
 }
 
+// rotations [T, 3, 3] and shifts_A [T, 2] of the poses; returns T.
+py::ssize_t check_poses(const py::array& rotations, const py::array& shifts, const double** rot, const double** shift) {
+  const py::ssize_t T = rotations.ndim() == 3 ? rotations.shape(0) : -1;
+  *rot = mspt::check_array<double>("rotation", rotations, {T, 3, 3}, false);
+  *shift = mspt::check_array<double>("shifts_A", shifts, {T, 2}, false);
+  return T;
+}
+
+py::array project_py(const py::array& volume, const py::array& rotations, const py::array& shifts, double voxel_A,
+                     int py_, int px, double pixel_A, double step_A, int threads) {
+  const float* vol = mspt::check_array<float>("volume", volume, {-1, -1, -1}, false);
+  const double *rot, *shift;
+  const py::ssize_t T = check_poses(rotations, shifts, &rot, &shift);
+  const auto g = mspt::make_projector_geometry(int(volume.shape(0)), int(volume.shape(1)), int(volume.shape(2)), py_,
+                                               px, voxel_A, pixel_A, step_A);
+  py::array_t<float> out({T, py::ssize_t(py_), py::ssize_t(px)});
+  {
+    py::gil_scoped_release release;
+    mspt::project_cpu(vol, g, rot, shift, T, threads, out.mutable_data());
+  }
+  return out;
+}
+
+py::array backproject_py(const py::array& projections, const py::array& rotations, const py::array& shifts,
+                         double voxel_A, int nz, int ny, int nx, double pixel_A, double step_A, int threads) {
+  const double *rot, *shift;
+  const py::ssize_t T = check_poses(rotations, shifts, &rot, &shift);
+  const float* proj = mspt::check_array<float>("projections", projections, {T, -1, -1}, false);
+  const auto g = mspt::make_projector_geometry(nz, ny, nx, int(projections.shape(1)), int(projections.shape(2)),
+                                               voxel_A, pixel_A, step_A);
+  py::array_t<float> out({py::ssize_t(nz), py::ssize_t(ny), py::ssize_t(nx)});
+  {
+    py::gil_scoped_release release;
+    mspt::backproject_cpu(proj, g, rot, shift, T, threads, out.mutable_data());
+  }
+  return out;
+}
+
 }  // namespace
 
 #ifndef MSPT_MODULE_NAME
@@ -145,6 +184,12 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
         return is_double(p) ? overlap_add_py<double>(p, pos, h, w) : overlap_add_py<float>(p, pos, h, w);
       },
       "patches"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a);
+  m.def("project", &project_py, "volume"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "py"_a, "px"_a,
+        "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
+        "Line integrals of volume (Z, Y, X) float32 along z after each pose -> (T, Py, Px) float32.");
+  m.def("backproject", &backproject_py, "projections"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "nz"_a,
+        "ny"_a, "nx"_a, "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
+        "The exact transpose of project: projections (T, Py, Px) float32 -> volume (Z, Y, X) float32.");
   m.def(
       "cpu_supports",
       [](const std::string& feature) {

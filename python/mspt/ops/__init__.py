@@ -22,10 +22,12 @@ from .multislice import (
     multislice_loss_grad,
     multislice_vjp,
 )
+from .projector import backproject, project, project_adjoint, rotation_about_y, tilt_series_rotations
 
 __all__ = [
     "LIKELIHOODS",
     "MultisliceGrads",
+    "backproject",
     "bandlimit_cutoff_invA",
     "extract_windows",
     "extract_windows_adjoint",
@@ -38,4 +40,8 @@ __all__ = [
     "multislice_forward",
     "multislice_loss_grad",
     "multislice_vjp",
+    "project",
+    "project_adjoint",
+    "rotation_about_y",
+    "tilt_series_rotations",
 ]

@@ -1,0 +1,172 @@
+"""The tomographic projector and its exact adjoint, the back-projector.
+
+A pose is an active rotation ``R`` (3x3, (x, y, z) order, about the rotation centre) and an in-plane shift
+``(dy, dx)`` in angstrom applied to the projection. The projection of a volume ``f`` (Z, Y, X) is the line
+integral of the rotated volume along z::
+
+    P(y, x) = integral over z of f(R^T (x - dx, y - dy, z)) dz
+
+with trilinear interpolation (zero outside the volume) and samples every ``step_A`` along the ray; the
+result is in volume units x angstrom. Voxel (k, j, i) sits at ((i - X//2) d, (j - Y//2) d, (k - Z//2) d)
+and projection pixel (j, i) at ((i - Px//2) p, (j - Py//2) p), both from the rotation centre.
+
+A plain tilt series about y uses ``tilt_series_rotations(tilts_deg)``: a point on +z moves towards +x for a
+positive tilt.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _backend
+from .._native import core as _core
+from .multislice import _finite_positive
+
+_ORTHONORMAL_TOL = 1e-4
+
+
+def rotation_about_y(tilt_deg: float) -> np.ndarray:
+    """The active rotation (3, 3) by ``tilt_deg`` degrees about y: +z moves towards +x for a positive tilt."""
+    a = math.radians(float(tilt_deg))
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def tilt_series_rotations(tilts_deg) -> np.ndarray:
+    """The poses (T, 3, 3) of a tilt series about y, one per tilt angle in degrees."""
+    tilts = np.asarray(tilts_deg, dtype=float).reshape(-1)
+    if tilts.size == 0 or not np.all(np.isfinite(tilts)):
+        raise ValueError(f"tilts_deg: expected finite tilt angles in degrees, got {tilts_deg!r}")
+    return np.stack([rotation_about_y(t) for t in tilts])
+
+
+def _rotations(rotation) -> np.ndarray:
+    rot = np.ascontiguousarray(rotation, dtype=np.float64)
+    if rot.ndim != 3 or rot.shape[1:] != (3, 3) or rot.shape[0] < 1:
+        raise ValueError(f"rotation: expected shape (T, 3, 3) of rotation matrices, got {rot.shape}")
+    if not np.all(np.isfinite(rot)):
+        raise ValueError("rotation: expected finite matrices")
+    gram = np.einsum("tab,tcb->tac", rot, rot) - np.eye(3)
+    bad = np.max(np.abs(gram), axis=(1, 2)) > _ORTHONORMAL_TOL
+    bad |= np.abs(np.linalg.det(rot) - 1.0) > _ORTHONORMAL_TOL
+    if np.any(bad):
+        raise ValueError(
+            f"rotation[{int(np.argmax(bad))}]: expected an orthonormal matrix with determinant +1 "
+            f"(within {_ORTHONORMAL_TOL:g})"
+        )
+    return rot
+
+
+def _shifts(shifts_A, n: int) -> np.ndarray:
+    if shifts_A is None:
+        return np.zeros((n, 2))
+    shifts = np.asarray(shifts_A, dtype=np.float64)
+    if shifts.shape not in ((n, 2), (2,)):
+        raise ValueError(f"shifts_A: expected shape ({n}, 2) of (dy, dx) in angstrom, got {shifts.shape}")
+    if not np.all(np.isfinite(shifts)):
+        raise ValueError("shifts_A: expected finite shifts")
+    return np.ascontiguousarray(np.broadcast_to(shifts, (n, 2)))
+
+
+def _shape(name: str, value, ndim: int) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in value)
+        ok = len(shape) == ndim and all(v >= 1 and v == w for v, w in zip(shape, value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected {ndim} positive integers, got {value!r}")
+    return shape
+
+
+def _threads(threads) -> int:
+    if threads is None:
+        return 0
+    try:
+        ok = int(threads) == threads and threads >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+    return int(threads)
+
+
+def _check_device(device: str) -> None:
+    _backend.check_device(device)
+    if device != "cpu":
+        raise RuntimeError("project/backproject: only device='cpu' is implemented so far")
+
+
+def _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A):
+    rot = _rotations(rotation)
+    shifts = _shifts(shifts_A, rot.shape[0])
+    voxel = _finite_positive("voxel_size_A", voxel_size_A)
+    pixel = voxel if pixel_size_A is None else _finite_positive("pixel_size_A", pixel_size_A)
+    step = voxel if step_A is None else _finite_positive("step_A", step_A)
+    return rot, shifts, voxel, pixel, step
+
+
+def project(
+    volume,
+    rotation,
+    shifts_A=None,
+    voxel_size_A: float = 1.0,
+    *,
+    shape=None,
+    pixel_size_A: float | None = None,
+    step_A: float | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Project a volume (Z, Y, X) at each pose -> (T, Py, Px) float32 line integrals (volume value x A).
+
+    Parameters
+    ----------
+    volume : (Z, Y, X) real array (computed in float32).
+    rotation : (T, 3, 3) active rotation matrices, (x, y, z) order.
+    shifts_A : (T, 2) or (2,) in-plane shifts (dy, dx) in angstrom applied to the projections; default zero.
+    voxel_size_A : voxel size d in angstrom.
+    shape : (Py, Px) of the projections; default the volume's (Y, X).
+    pixel_size_A : projection pixel size; default the voxel size.
+    step_A : sample spacing along each ray; default the voxel size.
+    threads : CPU threads (default: OpenMP's).
+    """
+    _check_device(device)
+    vol = np.ascontiguousarray(volume, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ValueError(f"volume: expected shape (Z, Y, X), got {vol.shape}")
+    rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
+    py, px = vol.shape[1:] if shape is None else _shape("shape", shape, 2)
+    return _core.project(vol, rot, shifts, voxel, py, px, pixel, step, _threads(threads))
+
+
+def backproject(
+    projections,
+    rotation,
+    shifts_A=None,
+    voxel_size_A: float = 1.0,
+    volume_shape=None,
+    *,
+    pixel_size_A: float | None = None,
+    step_A: float | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """The exact adjoint of :func:`project`: projections (T, Py, Px) -> volume ``volume_shape`` (Z, Y, X)
+    float32. Deterministic: the same bits for any number of threads."""
+    _check_device(device)
+    proj = np.ascontiguousarray(projections, dtype=np.float32)
+    if proj.ndim != 3:
+        raise ValueError(f"projections: expected shape (T, Py, Px), got {proj.shape}")
+    if volume_shape is None:
+        raise ValueError("volume_shape: expected (Z, Y, X), got None")
+    nz, ny, nx = _shape("volume_shape", volume_shape, 3)
+    rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
+    if proj.shape[0] != rot.shape[0]:
+        raise ValueError(f"projections: expected {rot.shape[0]} projections (one per rotation), got {proj.shape[0]}")
+    return _core.backproject(proj, rot, shifts, voxel, nz, ny, nx, pixel, step, _threads(threads))
+
+
+project_adjoint = backproject
