@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 
 def positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> float | int:
     kind = "integer" if integer else "number"
@@ -41,7 +43,7 @@ def choice(name: str, value: Any, options: Iterable[str]) -> str:
 
 def pair(name: str, value: Any, unit: str, *, positive_values: bool = False) -> tuple[float, float]:
     try:
-        items = [float(value)] * 2 if isinstance(value, (int, float)) else [float(v) for v in value]
+        items = [float(value)] * 2 if np.ndim(value) == 0 else [float(v) for v in np.ravel(value)]
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a number or a pair (y, x) in {unit}, got {value!r}") from None
     if len(items) != 2 or not all(math.isfinite(v) for v in items):

@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import _backend
+from .. import _validate as _v
 from ..constants import wavelength_A as _wavelength_A
 from ..probe import Probe
 
@@ -99,22 +100,11 @@ class _Call:
 
 
 def _finite_positive(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return value
+    return float(_v.positive(name, value))
 
 
 def _pair(name: str, value, unit: str) -> tuple[float, float]:
-    arr = np.asarray(value, dtype=float).reshape(-1)
-    if arr.size == 1:
-        arr = np.repeat(arr, 2)
-    if arr.size != 2 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: expected a finite pair (y, x) in {unit}, got {value!r}")
-    return float(arr[0]), float(arr[1])
+    return _v.pair(name, value, unit)
 
 
 def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, device, threads) -> _Call:

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .. import ops
+from .. import _validate, ops
 from ..probe import make_probe
 from .config import PtychoConfig
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
@@ -109,7 +109,7 @@ class PtychoEngine:
             positions_px=positions_px,
             nominal_positions_px=positions_px.copy(),
             object_origin_A=origin,
-            tilt_mrad=np.array(v_pair(scan.tilt_mrad), dtype=np.float64),
+            tilt_mrad=np.array(_validate.pair("tilt_mrad", scan.tilt_mrad, "mrad"), dtype=np.float64),
             iteration=0,
             loss_history=[],
             position_velocity=np.zeros_like(positions_px),
@@ -391,8 +391,3 @@ def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:
     if scan.defocus_reference == "entrance":
         return float(scan.defocus_A)
     return float(scan.defocus_A) - config.stack_centre_A + config.thickness_A / 2
-
-
-def v_pair(value) -> tuple[float, float]:
-    arr = np.broadcast_to(np.asarray(value, dtype=float), (2,))
-    return float(arr[0]), float(arr[1])
