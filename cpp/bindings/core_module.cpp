@@ -136,6 +136,24 @@ py::array backproject_py(const py::array& projections, const py::array& rotation
   return out;
 }
 
+py::tuple project_pose_vjp_py(const py::array& grad_projections, const py::array& volume, const py::array& rotations,
+                              const py::array& shifts, double voxel_A, double pixel_A, double step_A, int threads) {
+  const float* vol = mspt::check_array<float>("volume", volume, {-1, -1, -1}, false);
+  const double *rot, *shift;
+  const py::ssize_t T = check_poses(rotations, shifts, &rot, &shift);
+  const float* grad = mspt::check_array<float>("grad_projections", grad_projections, {T, -1, -1}, false);
+  const auto g = mspt::make_projector_geometry(int(volume.shape(0)), int(volume.shape(1)), int(volume.shape(2)),
+                                               int(grad_projections.shape(1)), int(grad_projections.shape(2)),
+                                               voxel_A, pixel_A, step_A);
+  py::array_t<double> d_rot({T, py::ssize_t(3)});
+  py::array_t<double> d_shift({T, py::ssize_t(2)});
+  {
+    py::gil_scoped_release release;
+    mspt::project_pose_vjp_cpu(vol, g, rot, shift, grad, T, threads, d_rot.mutable_data(), d_shift.mutable_data());
+  }
+  return py::make_tuple(d_rot, d_shift);
+}
+
 }  // namespace
 
 #ifndef MSPT_MODULE_NAME
@@ -190,6 +208,10 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
   m.def("backproject", &backproject_py, "projections"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "nz"_a,
         "ny"_a, "nx"_a, "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
         "The exact transpose of project: projections (T, Py, Px) float32 -> volume (Z, Y, X) float32.");
+  m.def("project_pose_vjp", &project_pose_vjp_py, "grad_projections"_a, "volume"_a, "rotation"_a, "shifts_A"_a,
+        "voxel_size_A"_a, "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
+        "Pose part of the vector-Jacobian product of project -> (dL/dw (T, 3), dL/d(dy, dx) (T, 2)) float64, "
+        "w the rotation vector of the update R <- exp([w]x) R.");
   m.def(
       "cpu_supports",
       [](const std::string& feature) {

@@ -67,4 +67,31 @@ void backproject_cpu(const float* projections, const ProjectorGeometry& g, const
   }
 }
 
+void project_pose_vjp_cpu(const float* volume, const ProjectorGeometry& g, const double* rotations,
+                          const double* shifts_A, const float* grad_projections, int64_t n_proj, int threads,
+                          double* d_rotation, double* d_shifts) {
+  const int64_t rows = n_proj * g.py;
+  std::vector<double> partial(rows * 5, 0.0);  // per row: dL/dw (3), dL/d(dy, dx) (2)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count(threads))
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t t = row / g.py;
+    const int j = static_cast<int>(row % g.py);
+    const double* rot = rotations + 9 * t;
+    const double* shift = shifts_A + 2 * t;
+    const float* src = grad_projections + row * g.px;
+    double* acc = partial.data() + 5 * row;
+    for (int i = 0; i < g.px; ++i) {
+      if (src[i] == 0.0f) continue;
+      project_pixel_pose_vjp<float>(volume, g, rot, shift, j, i, static_cast<double>(src[i]), acc, acc + 3);
+    }
+  }
+  for (int64_t t = 0; t < n_proj; ++t) {
+    double sum[5] = {0, 0, 0, 0, 0};
+    for (int j = 0; j < g.py; ++j)
+      for (int c = 0; c < 5; ++c) sum[c] += partial[5 * (t * g.py + j) + c];
+    for (int c = 0; c < 3; ++c) d_rotation[3 * t + c] = sum[c];
+    for (int c = 0; c < 2; ++c) d_shifts[2 * t + c] = sum[3 + c];
+  }
+}
+
 }  // namespace mspt

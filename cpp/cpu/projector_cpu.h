@@ -23,4 +23,12 @@ void project_cpu(const float* volume, const ProjectorGeometry& g, const double* 
 void backproject_cpu(const float* projections, const ProjectorGeometry& g, const double* rotations,
                      const double* shifts_A, int64_t n_proj, int threads, float* volume);
 
+// The pose part of the vector-Jacobian product of project_cpu for cotangents grad_projections [T, Py, Px]:
+// d_rotation [T, 3] = dL/dw of the update R <- exp([w]x) R at w = 0 (rotation vector, radians) and
+// d_shifts [T, 2] = dL/d(dy, dx) (1/A), both overwritten. Rows run in parallel; each row's sums are kept in
+// double and reduced per projection in row order, so the result is the same for any number of threads.
+void project_pose_vjp_cpu(const float* volume, const ProjectorGeometry& g, const double* rotations,
+                          const double* shifts_A, const float* grad_projections, int64_t n_proj, int threads,
+                          double* d_rotation, double* d_shifts);
+
 }  // namespace mspt

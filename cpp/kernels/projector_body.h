@@ -2,6 +2,7 @@
 // sample / splat of a (Z, Y, X) volume, written once for both backends (cpu/projector_cpu.cpp loops over
 // them with OpenMP; a CUDA launcher calls the same functions). The back-projector uses the very same
 // corner indices and weights as the projector, so it is the exact transpose.
+// The pose vector-Jacobian product differentiates the same interpolant (trilinear_gradient) on the same rays.
 //
 // Conventions (see DESIGN.md):
 //   * voxel (k, j, i) of a (Z, Y, X) volume with voxel size d sits at x = (i - X//2) d, y = (j - Y//2) d,
@@ -102,21 +103,44 @@ MSPT_HD void ray_sample_range(const ProjectorGeometry& g, const Ray& r, int64_t*
   clip_samples(r.oi, r.di, -1.0, g.nx, s0, s1);
 }
 
-// The 8 corners of the trilinear footprint of voxel coordinate (fk, fj, fi): corner c = 4 dk + 2 dj + di
-// (dk, dj, di in {0, 1}) is voxel (k0 + dk, j0 + dj, i0 + di) with weight w[c]; a corner outside the
-// volume gets index -1 and weight 0 (the volume is zero outside). Returns false when no corner is inside.
+// The cell of the trilinear footprint of voxel coordinate (fk, fj, fi): its lowest corner (k0, j0, i0) and
+// the fractions (tk, tj, ti) in [0, 1) within it. Returns false when the lowest corner is more than `margin`
+// cells outside [-1, N - 1] on some axis (margin 0: no corner of the cell is inside the volume).
+struct TrilinearCell {
+  int k0, j0, i0;
+  double tk, tj, ti;
+};
+
+MSPT_HD bool trilinear_cell(double fk, double fj, double fi, int nz, int ny, int nx, int margin,
+                            TrilinearCell* cell) {
+  const double k0f = floor(fk), j0f = floor(fj), i0f = floor(fi);
+  if (k0f < -1 - margin || k0f > nz - 1 + margin || j0f < -1 - margin || j0f > ny - 1 + margin ||
+      i0f < -1 - margin || i0f > nx - 1 + margin)
+    return false;
+  *cell = TrilinearCell{static_cast<int>(k0f), static_cast<int>(j0f), static_cast<int>(i0f), fk - k0f, fj - j0f,
+                        fi - i0f};
+  return true;
+}
+
+// Corner c = 4 dk + 2 dj + di (dk, dj, di in {0, 1}) of a cell: voxel (k0 + dk, j0 + dj, i0 + di) as its flat
+// index, or -1 outside the volume (which is zero there).
+MSPT_HD int64_t cell_corner_index(const TrilinearCell& cell, int c, int nz, int ny, int nx) {
+  const int k = cell.k0 + (c >> 2), j = cell.j0 + ((c >> 1) & 1), i = cell.i0 + (c & 1);
+  const bool inside = k >= 0 && k < nz && j >= 0 && j < ny && i >= 0 && i < nx;
+  return inside ? (static_cast<int64_t>(k) * ny + j) * nx + i : -1;
+}
+
+// The 8 corners of the trilinear footprint of voxel coordinate (fk, fj, fi): corner c (cell_corner_index's
+// order) with weight w[c]; a corner outside the volume gets index -1 and weight 0. Returns false when no
+// corner is inside.
 template <class W>
 MSPT_HD bool trilinear_corners(double fk, double fj, double fi, int nz, int ny, int nx, int64_t* idx, W* w) {
-  const double k0f = floor(fk), j0f = floor(fj), i0f = floor(fi);
-  if (k0f < -1 || k0f > nz - 1 || j0f < -1 || j0f > ny - 1 || i0f < -1 || i0f > nx - 1) return false;
-  const int k0 = static_cast<int>(k0f), j0 = static_cast<int>(j0f), i0 = static_cast<int>(i0f);
-  const double tk = fk - k0f, tj = fj - j0f, ti = fi - i0f;
-  const double wk[2] = {1.0 - tk, tk}, wj[2] = {1.0 - tj, tj}, wi[2] = {1.0 - ti, ti};
+  TrilinearCell cell;
+  if (!trilinear_cell(fk, fj, fi, nz, ny, nx, 0, &cell)) return false;
+  const double wk[2] = {1.0 - cell.tk, cell.tk}, wj[2] = {1.0 - cell.tj, cell.tj}, wi[2] = {1.0 - cell.ti, cell.ti};
   for (int c = 0; c < 8; ++c) {
-    const int k = k0 + (c >> 2), j = j0 + ((c >> 1) & 1), i = i0 + (c & 1);
-    const bool inside = k >= 0 && k < nz && j >= 0 && j < ny && i >= 0 && i < nx;
-    idx[c] = inside ? (static_cast<int64_t>(k) * ny + j) * nx + i : -1;
-    w[c] = inside ? static_cast<W>(wk[c >> 2] * wj[(c >> 1) & 1] * wi[c & 1]) : W(0);
+    idx[c] = cell_corner_index(cell, c, nz, ny, nx);
+    w[c] = idx[c] >= 0 ? static_cast<W>(wk[c >> 2] * wj[(c >> 1) & 1] * wi[c & 1]) : W(0);
   }
   return true;
 }
@@ -152,6 +176,115 @@ MSPT_HD Acc trilinear_sample(const T* volume, int nz, int ny, int nx, double fk,
   for (int c = 0; c < 8; ++c)
     if (idx[c] >= 0) acc += w[c] * static_cast<Acc>(volume[idx[c]]);
   return acc;
+}
+
+// The gradient (d/dtk, d/dtj, d/dti) of the trilinear interpolant of volume [Z, Y, X] within one cell, at
+// the cell's fractions: the interpolant is linear along each axis within a cell, so its derivative along an
+// axis is the difference of the cell's two faces across it, each interpolated bilinearly over the other two
+// axes (the weights of trilinear_corners with d/dt (1 - t, t) = (-1, 1) on the differentiated axis).
+template <class T, class Acc>
+MSPT_HD void trilinear_cell_gradient(const T* volume, const TrilinearCell& cell, int nz, int ny, int nx, Acc* gk,
+                                     Acc* gj, Acc* gi) {
+  const double wk[2] = {1.0 - cell.tk, cell.tk}, wj[2] = {1.0 - cell.tj, cell.tj}, wi[2] = {1.0 - cell.ti, cell.ti};
+  const double slope[2] = {-1.0, 1.0};
+  *gk = *gj = *gi = Acc(0);
+  for (int c = 0; c < 8; ++c) {
+    const int64_t n = cell_corner_index(cell, c, nz, ny, nx);
+    if (n < 0) continue;
+    const int bk = c >> 2, bj = (c >> 1) & 1, bi = c & 1;
+    const Acc v = static_cast<Acc>(volume[n]);
+    *gk += static_cast<Acc>(slope[bk] * wj[bj] * wi[bi]) * v;
+    *gj += static_cast<Acc>(wk[bk] * slope[bj] * wi[bi]) * v;
+    *gi += static_cast<Acc>(wk[bk] * wj[bj] * slope[bi]) * v;
+  }
+}
+
+// The gradient (d/dfk, d/dfj, d/dfi) of trilinear_sample's interpolant at voxel coordinate (fk, fj, fi), per
+// voxel. The interpolant is continuous with a kink across each voxel plane; on such a plane the derivative
+// across it is the mean of the slopes of the two cells that meet there, the derivative a central difference
+// sees, and it is zero where no slope reaches the volume. Samples that sit on a plane up to rounding (every
+// sample of an axis-aligned pose with aligned pixels; whole rows wherever pixel and voxel grids coincide)
+// count as on it: a coordinate within kPlaneSnap voxel of an integer is taken as that integer.
+constexpr double kPlaneSnap = 1e-9;
+
+MSPT_HD double snap_to_plane(double f) {
+  const double r = floor(f + 0.5);
+  return fabs(f - r) < kPlaneSnap ? r : f;
+}
+
+template <class T, class Acc>
+MSPT_HD void trilinear_gradient(const T* volume, int nz, int ny, int nx, double fk, double fj, double fi, Acc* gk,
+                                Acc* gj, Acc* gi) {
+  *gk = *gj = *gi = Acc(0);
+  fk = snap_to_plane(fk);
+  fj = snap_to_plane(fj);
+  fi = snap_to_plane(fi);
+  TrilinearCell cell;
+  if (!trilinear_cell(fk, fj, fi, nz, ny, nx, 1, &cell)) return;
+  trilinear_cell_gradient<T, Acc>(volume, cell, nz, ny, nx, gk, gj, gi);
+  Acc lk, lj, li;
+  if (cell.tk == 0.0) {
+    TrilinearCell below = cell;
+    below.k0 -= 1;
+    below.tk = 1.0;
+    trilinear_cell_gradient<T, Acc>(volume, below, nz, ny, nx, &lk, &lj, &li);
+    *gk = Acc(0.5) * (*gk + lk);
+  }
+  if (cell.tj == 0.0) {
+    TrilinearCell below = cell;
+    below.j0 -= 1;
+    below.tj = 1.0;
+    trilinear_cell_gradient<T, Acc>(volume, below, nz, ny, nx, &lk, &lj, &li);
+    *gj = Acc(0.5) * (*gj + lj);
+  }
+  if (cell.ti == 0.0) {
+    TrilinearCell below = cell;
+    below.i0 -= 1;
+    below.ti = 1.0;
+    trilinear_cell_gradient<T, Acc>(volume, below, nz, ny, nx, &lk, &lj, &li);
+    *gi = Acc(0.5) * (*gi + li);
+  }
+}
+
+// The pose part of the vector-Jacobian product of project_pixel, for the cotangent g of pixel (j, i):
+// P = step sum_s f(p_s) with p_s = R(w)^T q_s, q_s = (x - dx, y - dy, z_s) in A and R(w) = exp([w]x) R, so
+// dp_s/dw = R^T [q_s]x at w = 0 and dp_s/d(dy, dx) = -R^T (e_y, e_x). With a_s = R grad f(p_s) (the gradient
+// in the rotated frame, 1/A): dP/dw = step sum_s a_s x q_s and dP/d(dy, dx) = -step sum_s (a_y, a_x).
+// Adds g dP/dw to d_rot[3] and g dP/d(dy, dx) to d_shift[2].
+template <class T>
+MSPT_HD void project_pixel_pose_vjp(const T* volume, const ProjectorGeometry& g, const double* rot,
+                                    const double* shift, int j, int i, double cotangent, double* d_rot,
+                                    double* d_shift) {
+  const Ray r = projection_ray(g, rot, shift, j, i);
+  int64_t s0, s1;
+  ray_sample_range(g, r, &s0, &s1);
+  const double qx = (i - g.px / 2) * g.pixel_A - shift[1];
+  const double qy = (j - g.py / 2) * g.pixel_A - shift[0];
+  const double inv_d = 1.0 / g.voxel_A;
+  double wx = 0, wy = 0, wz = 0, ax_sum = 0, ay_sum = 0;
+  for (int64_t s = s0; s < s1; ++s) {
+    double fk, fj, fi, gk, gj, gi;
+    ray_point(r, s, &fk, &fj, &fi);
+    trilinear_gradient<T, double>(volume, g.nz, g.ny, g.nx, fk, fj, fi, &gk, &gj, &gi);
+    if (gk == 0.0 && gj == 0.0 && gi == 0.0) continue;
+    // gradient in the volume frame (x, y, z) in 1/A, then a = R grad
+    const double ux = gi * inv_d, uy = gj * inv_d, uz = gk * inv_d;
+    const double ax = rot[0] * ux + rot[1] * uy + rot[2] * uz;
+    const double ay = rot[3] * ux + rot[4] * uy + rot[5] * uz;
+    const double az = rot[6] * ux + rot[7] * uy + rot[8] * uz;
+    const double qz = static_cast<double>(s - g.half) * g.step_A;
+    wx += ay * qz - az * qy;
+    wy += az * qx - ax * qz;
+    wz += ax * qy - ay * qx;
+    ax_sum += ax;
+    ay_sum += ay;
+  }
+  const double scale = cotangent * g.step_A;
+  d_rot[0] += scale * wx;
+  d_rot[1] += scale * wy;
+  d_rot[2] += scale * wz;
+  d_shift[0] -= scale * ay_sum;
+  d_shift[1] -= scale * ax_sum;
 }
 
 // The line integral along the ray of projection pixel (j, i): sum of the samples times the step.

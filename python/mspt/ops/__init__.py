@@ -22,11 +22,20 @@ from .multislice import (
     multislice_loss_grad,
     multislice_vjp,
 )
-from .projector import backproject, project, project_adjoint, rotation_about_y, tilt_series_rotations
+from .projector import (
+    ProjectionGrads,
+    backproject,
+    project,
+    project_adjoint,
+    project_vjp,
+    rotation_about_y,
+    tilt_series_rotations,
+)
 
 __all__ = [
     "LIKELIHOODS",
     "MultisliceGrads",
+    "ProjectionGrads",
     "backproject",
     "bandlimit_cutoff_invA",
     "extract_windows",
@@ -42,6 +51,20 @@ __all__ = [
     "multislice_vjp",
     "project",
     "project_adjoint",
+    "project_vjp",
     "rotation_about_y",
     "tilt_series_rotations",
 ]
+
+
+def __getattr__(name):
+    # ProjectionOperator subclasses scipy's LinearOperator; importing it on first use keeps scipy optional.
+    if name == "ProjectionOperator":
+        from .projection_operator import ProjectionOperator
+
+        return ProjectionOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "ProjectionOperator"])

@@ -12,11 +12,16 @@ and projection pixel (j, i) at ((i - Px//2) p, (j - Py//2) p), both from the rot
 
 A plain tilt series about y uses ``tilt_series_rotations(tilts_deg)``: a point on +z moves towards +x for a
 positive tilt.
+
+:func:`project_vjp` gives the gradients of a loss through :func:`project` w.r.t. the volume and the pose; a
+pose is refined in the tangent space, ``R <- exp([w]x) R`` with ``w`` a rotation vector in radians.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -170,3 +175,71 @@ def backproject(
 
 
 project_adjoint = backproject
+
+
+_POSE_WRT = ("volume", "rotation", "shifts")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionGrads:
+    """Gradients of a real loss through :func:`project`. ``None`` where not requested.
+
+    volume : (Z, Y, X) float32, dL/dvolume (the back-projection of the cotangents).
+    rotation_vector : (T, 3) float64, dL/dw of the update ``R <- exp([w]x) R`` at w = 0 (1/rad).
+    shifts_A : (T, 2) float64, dL/d(dy, dx) (1/A).
+    """
+
+    volume: np.ndarray | None = None
+    rotation_vector: np.ndarray | None = None
+    shifts_A: np.ndarray | None = None
+
+
+def project_vjp(
+    grad_projections,
+    volume,
+    rotation,
+    shifts_A=None,
+    voxel_size_A: float = 1.0,
+    *,
+    shape=None,
+    pixel_size_A: float | None = None,
+    step_A: float | None = None,
+    wrt: Iterable[str] = _POSE_WRT,
+    threads: int | None = None,
+) -> ProjectionGrads:
+    """The vector-Jacobian product of :func:`project` at (volume, rotation, shifts_A).
+
+    ``grad_projections`` (T, Py, Px) is dL/dprojections; ``wrt`` picks among "volume", "rotation" and
+    "shifts". The volume part is the back-projection of ``grad_projections``. The pose part differentiates
+    the trilinear interpolant (piecewise linear, so its gradient is piecewise constant between voxel planes)
+    along every ray sample: with R(w) = exp([w]x) R the sample at q = (x - dx, y - dy, z) reads the volume at
+    R(w)^T q, whose derivative at w = 0 is R^T [q]x. ``shape``, if given, must equal the projections' (Py, Px).
+    Other arguments as in :func:`project`."""
+    wrt = {wrt} if isinstance(wrt, str) else set(wrt)
+    unknown = wrt - set(_POSE_WRT)
+    if unknown:
+        raise ValueError(f"wrt: unknown {sorted(unknown)}; expected a subset of {_POSE_WRT}")
+    grad = np.ascontiguousarray(grad_projections, dtype=np.float32)
+    if grad.ndim != 3:
+        raise ValueError(f"grad_projections: expected shape (T, Py, Px), got {grad.shape}")
+    if shape is not None and _shape("shape", shape, 2) != grad.shape[1:]:
+        raise ValueError(f"shape: {tuple(shape)} differs from the projections' {grad.shape[1:]}")
+    vol = np.ascontiguousarray(volume, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ValueError(f"volume: expected shape (Z, Y, X), got {vol.shape}")
+    rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
+    if grad.shape[0] != rot.shape[0]:
+        raise ValueError(
+            f"grad_projections: expected {rot.shape[0]} projections (one per rotation), got {grad.shape[0]}"
+        )
+    n_threads = _threads(threads)
+    d_volume = d_rot = d_shift = None
+    if "volume" in wrt:
+        d_volume = backproject(
+            grad, rot, shifts, voxel, vol.shape, pixel_size_A=pixel, step_A=step, threads=threads
+        )
+    if wrt & {"rotation", "shifts"}:
+        d_rot, d_shift = _core.project_pose_vjp(grad, vol, rot, shifts, voxel, pixel, step, n_threads)
+        d_rot = d_rot if "rotation" in wrt else None
+        d_shift = d_shift if "shifts" in wrt else None
+    return ProjectionGrads(volume=d_volume, rotation_vector=d_rot, shifts_A=d_shift)
