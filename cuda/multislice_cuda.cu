@@ -118,15 +118,7 @@ size_t MultisliceCuda::scratch_bytes() const {
 }
 
 void MultisliceCuda::run(const MultisliceArgs<float>& a) {
-  if (a.prop.ny != ny_ || a.prop.nx != nx_ || a.modes != modes_) {
-    throw std::invalid_argument("probe: this plan expects shape (" + std::to_string(modes_) + ", " + std::to_string(ny_) +
-                                ", " + std::to_string(nx_) + "), got (" + std::to_string(a.modes) + ", " +
-                                std::to_string(a.prop.ny) + ", " + std::to_string(a.prop.nx) + ")");
-  }
-  if (a.n_slices != n_slices_) {
-    throw std::invalid_argument("slices: this plan expects " + std::to_string(n_slices_) + " slices, got " +
-                                std::to_string(a.n_slices));
-  }
+  validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
   const int source = static_cast<int>(a.source);
   if (source < 0 || source > 2) throw std::invalid_argument("unknown gradient source " + std::to_string(source));
   if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr)

@@ -315,15 +315,7 @@ void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, 
 
 template <class T>
 void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
-  if (a.prop.ny != ny_ || a.prop.nx != nx_ || a.modes != modes_) {
-    throw std::invalid_argument("probe: this plan expects shape (" + std::to_string(modes_) + ", " + std::to_string(ny_) +
-                                ", " + std::to_string(nx_) + "), got (" + std::to_string(a.modes) + ", " +
-                                std::to_string(a.prop.ny) + ", " + std::to_string(a.prop.nx) + ")");
-  }
-  if (a.n_slices != n_slices_) {
-    throw std::invalid_argument("slices: this plan expects " + std::to_string(n_slices_) + " slices, got " +
-                                std::to_string(a.n_slices));
-  }
+  validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
   validate_windows(a.positions, a.batch, ny_, nx_, a.obj_h, a.obj_w);
   prepare(a);
   const bool grad = a.source != GradientSource::kNone;
