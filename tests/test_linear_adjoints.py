@@ -79,3 +79,14 @@ def test_window_placement_convention():
 def test_window_outside_object_is_a_value_error():
     with pytest.raises(ValueError, match=r"positions_px\[1\].*outside the 40x40 object"):
         ops.extract_windows(crandn(40, 40), [[20, 20], [3.0, 20]], (16, 16))
+
+
+def test_illumination_and_window_power_equal_their_compositions():
+    positions = RNG.uniform(10, 30, (23, 2))
+    patch = RNG.uniform(0, 1, (12, 14)).astype(np.float32)
+    tiles = np.broadcast_to(patch.astype(np.complex64), (23, 12, 14))
+    expected = ops.extract_windows_adjoint(tiles, positions, (44, 46)).real
+    np.testing.assert_allclose(ops.illumination(patch, positions, (44, 46)), expected, rtol=1e-6, atol=1e-6)
+    obj = crandn(44, 46)
+    power = np.sum(np.abs(ops.extract_windows(obj, positions, (12, 14))) ** 2, axis=0)
+    np.testing.assert_allclose(ops.window_power(obj, positions, (12, 14)), power, rtol=1e-5)

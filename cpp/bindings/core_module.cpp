@@ -154,6 +154,33 @@ py::tuple project_pose_vjp_py(const py::array& grad_projections, const py::array
   return py::make_tuple(d_rot, d_shift);
 }
 
+py::array illumination_py(const py::array& patch, const py::array& positions, py::ssize_t obj_h, py::ssize_t obj_w) {
+  const float* p = mspt::check_array<float>("patch", patch, {-1, -1}, false);
+  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
+  const double* pos = mspt::check_array<double>("positions_px", positions, {B, 2}, false);
+  py::array_t<float> out({obj_h, obj_w});
+  {
+    py::gil_scoped_release release;
+    mspt::overlap_add_patch_cpu<float>(p, pos, B, int(patch.shape(0)), int(patch.shape(1)), obj_h, obj_w,
+                                       out.mutable_data());
+  }
+  return out;
+}
+
+py::array window_power_py(const py::array& object, const py::array& positions, int ny, int nx) {
+  using C = std::complex<float>;
+  const C* obj = mspt::check_array<C>("object", object, {-1, -1}, false);
+  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
+  const double* pos = mspt::check_array<double>("positions_px", positions, {B, 2}, false);
+  py::array_t<float> out({py::ssize_t(ny), py::ssize_t(nx)});
+  {
+    py::gil_scoped_release release;
+    mspt::window_power_cpu<float>(reinterpret_cast<const mspt::cplx<float>*>(obj), object.shape(0), object.shape(1),
+                                  pos, B, ny, nx, out.mutable_data());
+  }
+  return out;
+}
+
 }  // namespace
 
 #ifndef MSPT_MODULE_NAME
@@ -223,6 +250,10 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
         return false;
       },
       "feature"_a, "Whether this processor has an instruction-set feature (\"avx2\", \"fma\").");
+  m.def("illumination", &illumination_py, "patch"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a,
+        "Sum of one float32 patch placed at every probe window (the illumination of a batch).");
+  m.def("window_power", &window_power_py, "object"_a, "positions_px"_a, "ny"_a, "nx"_a,
+        "Sum over probe windows of |complex64 object window|^2.");
   m.def("build_info", []() {
     py::dict d;
     d["fft"] = "FFTW " + mspt::fftw_version();

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -99,12 +100,49 @@ void overlap_add_cpu(const cplx<T>* patches, const double* positions_px, int64_t
   }
 }
 
+template <class T>
+void overlap_add_patch_cpu(const T* patch, const double* positions_px, int64_t batch, int ny, int nx, int64_t obj_h,
+                           int64_t obj_w, T* out) {
+  validate_windows(positions_px, batch, ny, nx, obj_h, obj_w);
+  std::vector<ProbeWindow> windows(batch);
+  for (int64_t b = 0; b < batch; ++b) windows[b] = probe_window(positions_px[2 * b], positions_px[2 * b + 1], ny, nx);
+#pragma omp parallel for schedule(static) if (batch * ny * nx > kParallelThreshold)
+  for (int64_t row = 0; row < obj_h; ++row) {
+    T* dst = out + row * obj_w;
+    std::fill(dst, dst + obj_w, T(0));
+    for (int64_t b = 0; b < batch; ++b) {
+      const ProbeWindow& w = windows[b];
+      if (row < w.r0 || row >= w.r0 + ny) continue;
+      const T* src = patch + (row - w.r0) * nx;
+      for (int ix = 0; ix < nx; ++ix) dst[w.c0 + ix] += src[ix];
+    }
+  }
+}
+
+template <class T>
+void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const double* positions_px, int64_t batch,
+                      int ny, int nx, T* out) {
+  validate_windows(positions_px, batch, ny, nx, obj_h, obj_w);
+#pragma omp parallel for schedule(static) if (batch * ny * nx > kParallelThreshold)
+  for (int iy = 0; iy < ny; ++iy) {
+    T* dst = out + int64_t(iy) * nx;
+    std::fill(dst, dst + nx, T(0));
+    for (int64_t b = 0; b < batch; ++b) {
+      const ProbeWindow w = probe_window(positions_px[2 * b], positions_px[2 * b + 1], ny, nx);
+      const cplx<T>* src = object + (w.r0 + iy) * obj_w + w.c0;
+      for (int ix = 0; ix < nx; ++ix) dst[ix] += norm2(src[ix]);
+    }
+  }
+}
+
 #define MSPT_INSTANTIATE(T)                                                                                        \
   template void propagate_cpu<T>(const cplx<T>*, int64_t, const PropagationParams&, bool, cplx<T>*);              \
   template void fourier_shift_cpu<T>(const cplx<T>*, int64_t, int, int, const double*, bool, cplx<T>*);           \
   template void extract_windows_cpu<T>(const cplx<T>*, int64_t, int64_t, const double*, int64_t, int, int,        \
                                        cplx<T>*);                                                                  \
-  template void overlap_add_cpu<T>(const cplx<T>*, const double*, int64_t, int, int, int64_t, int64_t, cplx<T>*);
+  template void overlap_add_cpu<T>(const cplx<T>*, const double*, int64_t, int, int, int64_t, int64_t, cplx<T>*); \
+  template void overlap_add_patch_cpu<T>(const T*, const double*, int64_t, int, int, int64_t, int64_t, T*);       \
+  template void window_power_cpu<T>(const cplx<T>*, int64_t, int64_t, const double*, int64_t, int, int, T*);
 MSPT_INSTANTIATE(float)
 MSPT_INSTANTIATE(double)
 #undef MSPT_INSTANTIATE

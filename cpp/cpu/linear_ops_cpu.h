@@ -30,4 +30,15 @@ template <class T>
 void overlap_add_cpu(const cplx<T>* patches, const double* positions_px, int64_t batch, int ny, int nx, int64_t obj_h,
                      int64_t obj_w, cplx<T>* object);
 
+// The summed intensity of one real patch [ny, nx] placed at every probe window: out [H, W] (overwritten),
+// deterministic (rows in parallel, positions in order). The illumination of a batch, without B copies.
+template <class T>
+void overlap_add_patch_cpu(const T* patch, const double* positions_px, int64_t batch, int ny, int nx, int64_t obj_h,
+                           int64_t obj_w, T* out);
+
+// The summed |object window|^2 over the probe windows: out [ny, nx] (overwritten), deterministic.
+template <class T>
+void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const double* positions_px, int64_t batch,
+                      int ny, int nx, T* out);
+
 }  // namespace mspt

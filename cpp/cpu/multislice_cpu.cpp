@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/denormals.h"
 #include "mspt/windows.h"
 
 namespace mspt {
@@ -337,9 +338,13 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
       chunk_r0_[c] = w.r0;
       chunk_c0_[c] = w.c0;
     }
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
-    for (int64_t c = 0; c < count; ++c) {
-      process_position(a, first + c, int(c), scratch_[omp_get_thread_num()]);
+#pragma omp parallel num_threads(threads_)
+    {
+      DenormalsAreZero flush;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < count; ++c) {
+        process_position(a, first + c, int(c), scratch_[omp_get_thread_num()]);
+      }
     }
     if (grad) scatter_chunk(a, first, count);
   }

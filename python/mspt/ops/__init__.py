@@ -10,9 +10,11 @@ from .linear import (
     extract_windows_adjoint,
     fourier_shift,
     fourier_shift_adjoint,
+    illumination,
     overlap_add,
     propagate,
     propagate_adjoint,
+    window_power,
 )
 from .multislice import (
     LIKELIHOODS,
@@ -42,6 +44,7 @@ __all__ = [
     "extract_windows_adjoint",
     "fourier_shift",
     "fourier_shift_adjoint",
+    "illumination",
     "overlap_add",
     "propagate",
     "propagate_adjoint",
@@ -54,6 +57,7 @@ __all__ = [
     "project_vjp",
     "rotation_about_y",
     "tilt_series_rotations",
+    "window_power",
 ]
 
 

@@ -104,3 +104,22 @@ def extract_windows_adjoint(patches, positions_px, object_shape) -> np.ndarray:
 
 
 overlap_add = extract_windows_adjoint
+
+
+def illumination(patch, positions_px, object_shape) -> np.ndarray:
+    """The sum of one real patch (ny, nx), e.g. the probe intensity, placed at every probe window: (H, W)
+    float32. Equal to ``extract_windows_adjoint`` of the patch repeated per position, without the copies."""
+    patch = np.ascontiguousarray(patch, dtype=np.float32)
+    if patch.ndim != 2:
+        raise ValueError(f"patch: expected shape (ny, nx), got {patch.shape}")
+    h, w = (int(v) for v in object_shape)
+    return _core.illumination(patch, _positions(positions_px), h, w)
+
+
+def window_power(obj, positions_px, window) -> np.ndarray:
+    """The sum over probe windows of |object window|^2: (ny, nx) float32 (complex64 object)."""
+    obj = np.ascontiguousarray(obj, dtype=np.complex64)
+    if obj.ndim != 2:
+        raise ValueError(f"object: expected shape (H, W), got {obj.shape}")
+    ny, nx = _pair("window", window, "pixels")
+    return _core.window_power(obj, _positions(positions_px), int(ny), int(nx))

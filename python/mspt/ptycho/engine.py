@@ -304,16 +304,14 @@ class PtychoEngine:
         return np.where(np.array([hy, hx]) > 0, np.array([hy, hx]), fallback)
 
     def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
-        tiles = np.broadcast_to(probe_intensity.astype(np.complex64), (len(positions), *probe_intensity.shape))
-        illumination = ops.extract_windows_adjoint(tiles, positions, self.slices.shape[1:]).real
+        illumination = ops.illumination(probe_intensity, positions, self.slices.shape[1:])
         # Every slice's Newton step alone would correct the whole exit wave; taken together they would
         # correct it n_slices times over, so each slice takes its share.
         denominator = 2 * curvature * self.config.n_slices * (illumination + ILLUMINATION_FLOOR * illumination.max())
         self.slices -= (self.config.object_step / denominator).astype(np.float32) * grad
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
-        windows = ops.extract_windows(self.slices[0], positions, self.window)
-        coverage = np.sum(np.abs(windows) ** 2, axis=0)
+        coverage = ops.window_power(self.slices[0], positions, self.window)
         denominator = 2 * curvature * (coverage + ILLUMINATION_FLOOR * coverage.max())
         self.probe -= (self.config.probe_step / denominator).astype(np.float32) * grad
 
