@@ -151,3 +151,14 @@ def test_single_slice_equals_numpy_reference():
     expected = np.fft.fftshift(np.abs(np.fft.fft2(shifted * window, norm="ortho")) ** 2)
     got = ops.multislice_forward(obj[None], probe, [[y, x]], DZ, ENERGY, SAMPLING, bandlimit=False)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_the_calling_thread_keeps_its_floating_point_mode():
+    """The engine flushes denormals to zero inside its worker threads only for the call: NumPy in the
+    calling thread still produces denormals afterwards."""
+    tiny = np.float32(1e-38)
+    assert tiny / np.float32(10) > 0
+    probe = mspt.make_probe(ENERGY, 20, (32, 32), SAMPLING)
+    ops.multislice_loss_grad(np.ones((2, 32, 32), np.float32), np.ones((3, 48, 48), np.complex64), probe,
+                             [[24, 24], [23.5, 24.5]], DZ)  # fmt: skip
+    assert tiny / np.float32(10) > 0
