@@ -8,17 +8,19 @@
 #include "bindings/multislice_binding.h"
 #include "device_query.h"
 #include "multislice_cuda.h"
+#include "projector_binding.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
 
 PYBIND11_MODULE(_core_cuda, m) {
-  m.doc() = "mspt CUDA backend: multislice operators on cuFFT";
+  m.doc() = "mspt CUDA backend: multislice operators on cuFFT and the tomographic projector";
   mspt::bind_multislice<mspt::MultisliceCuda, float>(
       m, "MultisliceCuda32",
       "Multislice plan on the current CUDA device, single precision. Takes and returns NumPy arrays; device "
       "buffers are kept and reused across calls. Results match the CPU backend to float32 rounding but are "
       "not bitwise reproducible (the object gradient is accumulated with atomic additions).");
+  mspt::bind_projector_cuda(m);
   m.def("device_count", &mspt::cuda_device_count,
         "Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.");
   m.def("device_status", &mspt::cuda_device_status,

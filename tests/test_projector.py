@@ -1,10 +1,11 @@
 """The tomographic projector: its adjoint (dot-product identity), the determinism of the back-projector, the
-physics against analytic line integrals of Gaussian blobs, the tilt sign convention, and input validation."""
+physics against analytic line integrals of Gaussian blobs, the tilt sign convention, input validation, and the
+CUDA backend against the CPU one (the `gpu` tests skip without a usable GPU)."""
 
 import numpy as np
 import pytest
 
-from mspt import ops
+from mspt import _backend, ops
 
 RNG = np.random.default_rng(2024)
 
@@ -422,3 +423,103 @@ def test_import_mspt_does_not_need_scipy():
 
     code = "import sys, mspt, mspt.ops; assert 'scipy' not in sys.modules, 'scipy imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The CUDA backend against the CPU backend: the same kernel bodies; the GPU back-projection adds with atomics
+# (not bitwise reproducible) and the GPU pose sums use another order, so they agree to rounding, not bitwise.
+
+
+def _require_cuda():
+    if not _backend.cuda_available():
+        pytest.skip("no usable CUDA backend")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+CUDA_CASES = [
+    ((9, 12, 15), (13, 17), 0.7, 0.6, 0.5),
+    ((16, 11, 20), (11, 20), 1.0, None, None),
+    ((12, 20, 8), (25, 14), 0.5, 0.55, 0.8),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("volume_shape, proj_shape, voxel, pixel, step", CUDA_CASES)
+def test_cuda_project_and_backproject_match_cpu(volume_shape, proj_shape, voxel, pixel, step):
+    _require_cuda()
+    rng = np.random.default_rng(31)
+    rot = np.concatenate([random_rotations(3), ops.tilt_series_rotations([-60.0, 0.0, 90.0])])
+    shifts = rng.uniform(-2.0, 2.0, (len(rot), 2))
+    kw = dict(pixel_size_A=pixel, step_A=step)
+    v = rng.standard_normal(volume_shape).astype(np.float32)
+    g = rng.standard_normal((len(rot), *proj_shape)).astype(np.float32)
+    p_cpu = ops.project(v, rot, shifts, voxel, shape=proj_shape, **kw)
+    p_gpu = ops.project(v, rot, shifts, voxel, shape=proj_shape, device="cuda", **kw)
+    assert p_gpu.dtype == np.float32 and p_gpu.shape == p_cpu.shape
+    assert _rel(p_gpu, p_cpu) < 1e-5
+    b_cpu = ops.backproject(g, rot, shifts, voxel, volume_shape, **kw)
+    b_gpu = ops.backproject(g, rot, shifts, voxel, volume_shape, device="cuda", **kw)
+    assert b_gpu.dtype == np.float32 and b_gpu.shape == volume_shape
+    assert _rel(b_gpu, b_cpu) < 1e-5
+    # The GPU pair is an adjoint pair too.
+    lhs = np.vdot(p_gpu.astype(np.float64), g.astype(np.float64))
+    rhs = np.vdot(v.astype(np.float64), b_gpu.astype(np.float64))
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs), (lhs, rhs)
+
+
+@pytest.mark.gpu
+def test_cuda_project_vjp_matches_cpu():
+    _require_cuda()
+    vol, rot, shifts, voxel, kw, target = _vjp_problem()
+    residual = (ops.project(vol, rot, shifts, voxel, **kw).astype(np.float64) - target).astype(np.float32)
+    cpu = ops.project_vjp(residual, vol, rot, shifts, voxel, wrt=("volume", "rotation", "shifts"), **kw)
+    gpu = ops.project_vjp(
+        residual, vol, rot, shifts, voxel, wrt=("volume", "rotation", "shifts"), device="cuda", **kw
+    )
+    assert gpu.rotation_vector.dtype == np.float64 and gpu.rotation_vector.shape == (len(rot), 3)
+    assert gpu.shifts_A.dtype == np.float64 and gpu.shifts_A.shape == (len(rot), 2)
+    assert _rel(gpu.rotation_vector, cpu.rotation_vector) < 1e-4
+    assert _rel(gpu.shifts_A, cpu.shifts_A) < 1e-4
+    assert _rel(gpu.volume, cpu.volume) < 1e-5
+    # Per projection as well, so that no pose hides behind a larger one.
+    for t in range(len(rot)):
+        assert _rel(gpu.rotation_vector[t], cpu.rotation_vector[t]) < 1e-4, t
+        assert _rel(gpu.shifts_A[t], cpu.shifts_A[t]) < 1e-4, t
+
+
+@pytest.mark.gpu
+def test_cuda_native_projector_validates_its_arrays():
+    _require_cuda()
+    core = _backend.cuda_module()
+    vol = np.zeros((8, 8, 8), np.float32)
+    rot = ops.tilt_series_rotations([0.0, 10.0])
+    shifts = np.zeros((2, 2))
+    g = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="volume"):
+        core.project(vol.astype(np.float64), rot, shifts, 1.0, 8, 8, 1.0, 1.0)
+    with pytest.raises(ValueError, match="shifts_A"):
+        core.project(vol, rot, shifts[:1], 1.0, 8, 8, 1.0, 1.0)
+    with pytest.raises(ValueError, match="projections"):
+        core.backproject(g[:1], rot, shifts, 1.0, 8, 8, 8, 1.0, 1.0)
+    with pytest.raises(ValueError, match="grad_projections"):
+        core.project_pose_vjp(g.astype(np.float64), vol, rot, shifts, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="rotation"):
+        core.project_pose_vjp(g, vol, rot[0], shifts, 1.0, 1.0, 1.0)
+
+
+def test_cuda_device_raises_runtime_error_without_a_gpu():
+    if _backend.cuda_available():
+        pytest.skip("a usable CUDA backend is present")
+    vol = np.zeros((8, 8, 8), np.float32)
+    rot = ops.tilt_series_rotations([0.0, 10.0])
+    g = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.project(vol, rot, device="cuda")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.backproject(g, rot, None, 1.0, (8, 8, 8), device="cuda")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.project_vjp(g, vol, rot, device="cuda")

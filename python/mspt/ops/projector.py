@@ -98,10 +98,11 @@ def _threads(threads) -> int:
     return int(threads)
 
 
-def _check_device(device: str) -> None:
+def _module(device: str):
+    """The backend module for ``device``: the CPU core, or the CUDA core (RuntimeError saying what is missing
+    where there is no usable GPU). Both take the same arguments."""
     _backend.check_device(device)
-    if device != "cpu":
-        raise RuntimeError("project/backproject: only device='cpu' is implemented so far")
+    return _core if device == "cpu" else _backend.cuda_module()
 
 
 def _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A):
@@ -136,15 +137,16 @@ def project(
     shape : (Py, Px) of the projections; default the volume's (Y, X).
     pixel_size_A : projection pixel size; default the voxel size.
     step_A : sample spacing along each ray; default the voxel size.
-    threads : CPU threads (default: OpenMP's).
+    threads : CPU threads (default: OpenMP's); ignored on the GPU.
+    device : "cpu" or "cuda" (the current CUDA device; float32 like the CPU, agreeing with it to rounding).
     """
-    _check_device(device)
+    module = _module(device)
     vol = np.ascontiguousarray(volume, dtype=np.float32)
     if vol.ndim != 3:
         raise ValueError(f"volume: expected shape (Z, Y, X), got {vol.shape}")
     rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
     py, px = vol.shape[1:] if shape is None else _shape("shape", shape, 2)
-    return _core.project(vol, rot, shifts, voxel, py, px, pixel, step, _threads(threads))
+    return module.project(vol, rot, shifts, voxel, py, px, pixel, step, _threads(threads))
 
 
 def backproject(
@@ -160,8 +162,10 @@ def backproject(
     device: str = "cpu",
 ) -> np.ndarray:
     """The exact adjoint of :func:`project`: projections (T, Py, Px) -> volume ``volume_shape`` (Z, Y, X)
-    float32. Deterministic: the same bits for any number of threads."""
-    _check_device(device)
+    float32. Deterministic on the CPU: the same bits for any number of threads. On ``device="cuda"`` the
+    samples are accumulated with atomic additions, so the result agrees with the CPU to float32 rounding but
+    is not bitwise reproducible from run to run."""
+    module = _module(device)
     proj = np.ascontiguousarray(projections, dtype=np.float32)
     if proj.ndim != 3:
         raise ValueError(f"projections: expected shape (T, Py, Px), got {proj.shape}")
@@ -171,7 +175,7 @@ def backproject(
     rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
     if proj.shape[0] != rot.shape[0]:
         raise ValueError(f"projections: expected {rot.shape[0]} projections (one per rotation), got {proj.shape[0]}")
-    return _core.backproject(proj, rot, shifts, voxel, nz, ny, nx, pixel, step, _threads(threads))
+    return module.backproject(proj, rot, shifts, voxel, nz, ny, nx, pixel, step, _threads(threads))
 
 
 project_adjoint = backproject
@@ -206,6 +210,7 @@ def project_vjp(
     step_A: float | None = None,
     wrt: Iterable[str] = _POSE_WRT,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> ProjectionGrads:
     """The vector-Jacobian product of :func:`project` at (volume, rotation, shifts_A).
 
@@ -214,7 +219,10 @@ def project_vjp(
     the trilinear interpolant (piecewise linear, so its gradient is piecewise constant between voxel planes)
     along every ray sample: with R(w) = exp([w]x) R the sample at q = (x - dx, y - dy, z) reads the volume at
     R(w)^T q, whose derivative at w = 0 is R^T [q]x. ``shape``, if given, must equal the projections' (Py, Px).
+    On ``device="cuda"`` the pose part is summed per projection in double in a fixed order (run-to-run
+    reproducible, equal to the CPU up to summation order) and the volume part is the GPU back-projection.
     Other arguments as in :func:`project`."""
+    module = _module(device)
     wrt = {wrt} if isinstance(wrt, str) else set(wrt)
     unknown = wrt - set(_POSE_WRT)
     if unknown:
@@ -236,10 +244,10 @@ def project_vjp(
     d_volume = d_rot = d_shift = None
     if "volume" in wrt:
         d_volume = backproject(
-            grad, rot, shifts, voxel, vol.shape, pixel_size_A=pixel, step_A=step, threads=threads
+            grad, rot, shifts, voxel, vol.shape, pixel_size_A=pixel, step_A=step, threads=threads, device=device
         )
     if wrt & {"rotation", "shifts"}:
-        d_rot, d_shift = _core.project_pose_vjp(grad, vol, rot, shifts, voxel, pixel, step, n_threads)
+        d_rot, d_shift = module.project_pose_vjp(grad, vol, rot, shifts, voxel, pixel, step, n_threads)
         d_rot = d_rot if "rotation" in wrt else None
         d_shift = d_shift if "shifts" in wrt else None
     return ProjectionGrads(volume=d_volume, rotation_vector=d_rot, shifts_A=d_shift)
