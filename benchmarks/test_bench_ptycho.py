@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import ptycho_data as pd  # noqa: E402
 
 from mspt.ptycho import PtychoConfig, PtychoEngine  # noqa: E402
+from mspt.ptycho.diagnostics import GRID_CHECK_EVERY  # noqa: E402
 
 N_SLICES = 4
 PEER_ITERATIONS = 32
@@ -123,3 +124,39 @@ def test_validation_overhead_per_iteration(benchmark, report):
     benchmark.pedantic(engine._validation_loss, rounds=3, iterations=1)
     report("MSP validation evaluation per iteration", held_out=len(engine.validation), positions=scan.n_positions,
            validation_s=min(t_val), overhead_fraction=fraction)  # fmt: skip
+
+
+def test_scan_model_and_self_checks_overhead(benchmark, report):
+    """Scan-model refinement ("affine+drift") and the self-check diagnostics together, against a plain run
+    (no scan model, self-checks off) of the same iterations on the same data; both past the start of position
+    refinement, iterations interleaved, the best of each kept."""
+    ds = pd.dataset()
+    scan = ds.scan("nominal", "entrance")
+    mean_counts = scan.check_patterns()
+
+    def engine(**over):
+        config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, progress=False,
+                              stop="fixed", **over)  # fmt: skip
+        return PtychoEngine.start(scan, config, mean_counts)
+
+    plain, checked = engine(), engine(scan_model="affine+drift")
+    plain._self_check = lambda positions_refined: None  # a plain run: no self-checks
+    for _ in range(5):  # past the start of position refinement; both at a multiple of GRID_CHECK_EVERY
+        plain.run_iteration()
+        checked.run_iteration()
+
+    def block(e, n=GRID_CHECK_EVERY):  # n iterations hold one round of the periodic (spectral, depth) checks
+        t = time.perf_counter()
+        for _ in range(n):
+            e.run_iteration()
+        return (time.perf_counter() - t) / n
+
+    rounds = [(block(plain), block(checked)) for _ in range(4)]  # interleaved: machine noise hits both alike
+    plain_s = min(p for p, _ in rounds)
+    checked_s = min(c for _, c in rounds)
+    overhead = checked_s / plain_s - 1
+    benchmark.extra_info.update(plain_s=plain_s, checked_s=checked_s, overhead=overhead)
+    benchmark.pedantic(checked.run_iteration, rounds=1, iterations=1)
+    report("MSP scan model + self-checks over a plain iteration", plain_s=plain_s, checked_s=checked_s,
+           overhead_fraction=overhead, bound=0.10)  # fmt: skip
+    assert overhead <= 0.10

@@ -136,9 +136,12 @@ CRYSTALS = {
 # --------------------------------------------------------------------------------------------------------
 
 
+KEY_OPTIONAL_DEFAULTS = {"drift_A": (0.0, 0.0)}
+
+
 @dataclasses.dataclass(frozen=True)
 class SimParams:
-    """What to simulate; every field enters the cache key. Lengths in A, angles in mrad, (y, x) pairs.
+    """What to simulate; every field enters the cache key (the newer ones only when set). Lengths in A, angles in mrad, (y, x) pairs.
 
     crystal : "SrTiO3" ([001]) or "Co3O4" (spinel, [001]).
     thickness_cells : slab thickness in unit cells along the beam.
@@ -152,6 +155,8 @@ class SimParams:
     aberrations : ((name, value), ...) Krivanek coefficients besides defocus, e.g. (("C30", 1e4),).
     tilt_mrad : beam tilt (ty, tx), mspt's order and sign.
     position_rms_A : rms per axis of the random offsets of the true positions from the nominal raster.
+    drift_A : (dy, dx) a scan drift linear in acquisition time (raster order, row-major): the true positions
+        move by this much (A) from the first pattern to the last, centred on the scan's middle pattern.
     source_size_A, source_samples : incoherent source (rms per axis) and how many shifted probes sample it.
     dose_e_per_A2 : electron dose; counts per pattern = dose * scan_step_A**2 (times the pattern's sum).
     vacancy_fraction : fraction of the atoms removed at random (seeded): a perfect crystal along [001] has
@@ -174,6 +179,7 @@ class SimParams:
     aberrations: tuple[tuple[str, float], ...] = ()
     tilt_mrad: tuple[float, float] = (0.0, 0.0)
     position_rms_A: float = 0.0
+    drift_A: tuple[float, float] = (0.0, 0.0)
     source_size_A: float = 0.0
     source_samples: int = 1
     dose_e_per_A2: float = 1e5
@@ -188,6 +194,7 @@ class SimParams:
         # Normalise to hashable plain types (tuples of floats/ints).
         object.__setattr__(self, "scan_shape", tuple(int(n) for n in self.scan_shape))
         object.__setattr__(self, "tilt_mrad", tuple(float(t) for t in self.tilt_mrad))
+        object.__setattr__(self, "drift_A", tuple(float(d) for d in self.drift_A))
         items = self.aberrations.items() if isinstance(self.aberrations, dict) else self.aberrations
         object.__setattr__(self, "aberrations", tuple(sorted((str(k), float(v)) for k, v in items)))
         if any(k in ("defocus", "C10") for k, _ in self.aberrations):
@@ -202,7 +209,13 @@ class SimParams:
     def key(self) -> str:
         import abtem
 
-        text = json.dumps([FORMAT_VERSION, abtem.__version__, dataclasses.asdict(self)], sort_keys=True)
+        fields = dataclasses.asdict(self)
+        # Fields added after the first cached datasets enter the key only away from their default, so the
+        # datasets already cached keep their keys.
+        for name, default in KEY_OPTIONAL_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps([FORMAT_VERSION, abtem.__version__, fields], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -353,6 +366,7 @@ class PtychoDataset:
         p = meta["params"]
         p["scan_shape"] = tuple(p["scan_shape"])
         p["tilt_mrad"] = tuple(p["tilt_mrad"])
+        p["drift_A"] = tuple(p.get("drift_A", (0.0, 0.0)))
         p["aberrations"] = tuple(tuple(kv) for kv in p["aberrations"])
         names = {f.name for f in dataclasses.fields(cls)}
         scalars = {k: v for k, v in meta.items() if k in names and k not in arrays and k != "params"}
@@ -394,15 +408,18 @@ def _geometry(p: SimParams):
     rng = np.random.default_rng(p.seed)
     ny, nx = p.scan_shape
     step_px = p.scan_step_A / dx
-    # Half the extent the positions may need: raster, window, 4 rms of position and source offsets, 1 px.
+    # Half the extent the positions may need: raster, window, 4 rms of position and source offsets, 1 px, drift.
     half_px = max(ny - 1, nx - 1) * step_px / 2 + p.gpts_k / 2 + 4 * (p.position_rms_A + p.source_size_A) / dx + 1
+    half_px += max(abs(d) for d in p.drift_A) / 2 / dx
     cells = p.lateral_cells or max(1, math.ceil(2 * half_px / ppc))
     n = cells * ppc
     centre = n // 2
     iy, ix = np.meshgrid(np.arange(ny) - (ny - 1) / 2, np.arange(nx) - (nx - 1) / 2, indexing="ij")
     nominal = np.column_stack([centre + iy.ravel() * step_px, centre + ix.ravel() * step_px])
     offsets = rng.normal(scale=p.position_rms_A / dx, size=nominal.shape) if p.position_rms_A > 0 else 0.0
-    true = nominal + offsets
+    # Acquisition time in raster order, from -1/2 (first pattern) to +1/2 (last).
+    time = np.arange(ny * nx) / max(ny * nx - 1, 1) - 0.5
+    true = nominal + offsets + time[:, None] * np.asarray(p.drift_A) / dx
     if p.source_size_A > 0:
         source = rng.normal(scale=p.source_size_A / dx, size=(p.source_samples, 2))
         source -= source.mean(0)

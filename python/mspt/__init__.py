@@ -15,6 +15,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from importlib.metadata import PackageNotFoundError, version as _version  # noqa: E402
 
 from . import ops  # noqa: E402
+from ._warning import ReconstructionWarning  # noqa: E402
 from .constants import interaction_parameter, wavelength_A
 from .probe import Probe, make_probe
 
@@ -23,4 +24,17 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["Probe", "make_probe", "ops", "wavelength_A", "interaction_parameter", "__version__"]
+
+
+def run(config, **options):
+    """Run the whole sequential pipeline of ``config`` (a TOML path or text, or an mspt.config.RunConfig).
+
+    See :func:`mspt.pipeline.run` for the options (``out``, ``resume``, ``overwrite``, ``scheduler``,
+    ``device``, ``progress``); returns a :class:`mspt.pipeline.PipelineResult`.
+    """
+    from .pipeline import run as run_pipeline
+
+    return run_pipeline(config, **options)
+
+
+__all__ = ["Probe", "run", "ReconstructionWarning", "make_probe", "ops", "wavelength_A", "interaction_parameter", "__version__"]

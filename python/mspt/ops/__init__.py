@@ -1,4 +1,5 @@
-"""Stateless operators: NumPy in, NumPy out (single precision; complex128 inputs take the double path).
+"""Stateless operators: NumPy in, NumPy out (single precision; complex128 inputs take the double path);
+PyTorch, CuPy, JAX or any DLPack array in, the same kind out on its own device (see ``_arrays``).
 
 Naming: ``X_adjoint`` is the exact transpose of a linear operator; ``X_vjp`` is the vector-Jacobian
 product of a non-linear one.

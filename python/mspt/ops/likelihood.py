@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from .._native import core as _core
+from ._arrays import accepts_arrays
 from .multislice import LIKELIHOODS
 
 
+@accepts_arrays(intensity="real", data="real", mask="mask")
 def likelihood(intensity, data, kind: str = "poisson", eps: float = 1e-6, mask=None) -> tuple[float, np.ndarray]:
     """Summed loss and dL/dintensity.
 

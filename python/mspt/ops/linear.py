@@ -13,6 +13,7 @@ import numpy as np
 
 from .._native import core as _core
 from ..constants import wavelength_A as _wavelength_A
+from ._arrays import accepts_arrays
 from .multislice import _finite_positive, _pair, bandlimit_cutoff_invA
 
 
@@ -46,12 +47,14 @@ def _propagate(waves, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, adjoint
     return out.reshape(np.shape(waves))
 
 
+@accepts_arrays(waves="complex")
 def propagate(waves, dz_A: float, energy_eV: float, sampling_A, *, tilt_mrad=(0.0, 0.0), bandlimit: bool = True):
     """Fresnel-propagate waves (K, ny, nx) or (ny, nx) over ``dz_A`` angstrom with beam tilt ``tilt_mrad``
     (band-limited to 2/3 Nyquist when ``bandlimit``)."""
     return _propagate(waves, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, False)
 
 
+@accepts_arrays(waves="complex")
 def propagate_adjoint(waves, dz_A: float, energy_eV: float, sampling_A, *, tilt_mrad=(0.0, 0.0), bandlimit: bool = True):
     """The exact adjoint of :func:`propagate` (the conjugate propagator)."""
     return _propagate(waves, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, True)
@@ -65,11 +68,13 @@ def _shift(waves, shifts_px, adjoint):
     return _core.fourier_shift(stack, shifts, adjoint).reshape(np.shape(waves))
 
 
+@accepts_arrays(waves="complex", shifts_px="real")
 def fourier_shift(waves, shifts_px):
     """Shift waves (K, ny, nx) by ``shifts_px`` (K, 2) or (2,) pixels (y, x), periodically, by a Fourier ramp."""
     return _shift(waves, shifts_px, False)
 
 
+@accepts_arrays(waves="complex", shifts_px="real")
 def fourier_shift_adjoint(waves, shifts_px):
     """The exact adjoint of :func:`fourier_shift` (a shift by the opposite amount)."""
     return _shift(waves, shifts_px, True)
@@ -82,6 +87,7 @@ def _positions(positions_px) -> np.ndarray:
     return positions
 
 
+@accepts_arrays(obj="complex", positions_px="real")
 def extract_windows(obj, positions_px, window) -> np.ndarray:
     """The (ny, nx) windows of a complex object (H, W) at each probe position (B, 2) -> (B, ny, nx).
     The window of position (y, x) covers rows [round(y) - ny//2, + ny) and likewise for columns."""
@@ -94,6 +100,7 @@ def extract_windows(obj, positions_px, window) -> np.ndarray:
     return _core.extract_windows(obj, _positions(positions_px), int(ny), int(nx))
 
 
+@accepts_arrays(patches="complex", positions_px="real")
 def extract_windows_adjoint(patches, positions_px, object_shape) -> np.ndarray:
     """Overlap-add: the exact adjoint of :func:`extract_windows`, summing patches (B, ny, nx) into an object."""
     patches = _complex_stack("patches", patches)
@@ -106,6 +113,7 @@ def extract_windows_adjoint(patches, positions_px, object_shape) -> np.ndarray:
 overlap_add = extract_windows_adjoint
 
 
+@accepts_arrays(patch="real", positions_px="real")
 def illumination(patch, positions_px, object_shape) -> np.ndarray:
     """The sum of one real patch (ny, nx), e.g. the probe intensity, placed at every probe window: (H, W)
     float32. Equal to ``extract_windows_adjoint`` of the patch repeated per position, without the copies."""
@@ -116,6 +124,7 @@ def illumination(patch, positions_px, object_shape) -> np.ndarray:
     return _core.illumination(patch, _positions(positions_px), h, w)
 
 
+@accepts_arrays(obj="complex", positions_px="real")
 def window_power(obj, positions_px, window) -> np.ndarray:
     """The sum over probe windows of |object window|^2: (ny, nx) float32 (complex64 object)."""
     obj = np.ascontiguousarray(obj, dtype=np.complex64)

@@ -25,6 +25,7 @@ from .. import _backend
 from .. import _validate as _v
 from ..constants import wavelength_A as _wavelength_A
 from ..probe import Probe
+from ._arrays import accepts_arrays
 
 LIKELIHOODS = {"poisson": 0, "amplitude": 1}
 _WRT = ("slices", "probe", "positions", "tilt")
@@ -158,6 +159,7 @@ def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad
     )  # fmt: skip
 
 
+@accepts_arrays(outputs=("out",), slices="complex", probe="complex", positions_px="real")
 def multislice_forward(
     slices,
     probe,
@@ -233,6 +235,7 @@ def _grads(call: _Call, outputs: dict, **extra) -> MultisliceGrads:
     )  # fmt: skip
 
 
+@accepts_arrays(grad_intensities="real", slices="complex", probe="complex", positions_px="real")
 def multislice_vjp(
     grad_intensities,
     slices,
@@ -263,6 +266,7 @@ def multislice_vjp(
     return _grads(call, outputs)
 
 
+@accepts_arrays(data="real", slices="complex", probe="complex", positions_px="real")
 def multislice_loss_grad(
     data,
     slices,

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _backend
 from .._native import core as _core
+from ._arrays import accepts_arrays
 from .multislice import _finite_positive
 
 _ORTHONORMAL_TOL = 1e-4
@@ -114,6 +115,7 @@ def _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A):
     return rot, shifts, voxel, pixel, step
 
 
+@accepts_arrays(volume="real", rotation="real", shifts_A="real")
 def project(
     volume,
     rotation,
@@ -149,6 +151,7 @@ def project(
     return module.project(vol, rot, shifts, voxel, py, px, pixel, step, _threads(threads))
 
 
+@accepts_arrays(projections="real", rotation="real", shifts_A="real")
 def backproject(
     projections,
     rotation,
@@ -198,6 +201,7 @@ class ProjectionGrads:
     shifts_A: np.ndarray | None = None
 
 
+@accepts_arrays(grad_projections="real", volume="real", rotation="real", shifts_A="real")
 def project_vjp(
     grad_projections,
     volume,

@@ -9,12 +9,22 @@ from __future__ import annotations
 import dataclasses
 
 from .. import _validate as v
+from .scan_model import SCAN_MODELS
 from .stopping import STOP_RULES
 
 LIKELIHOODS = ("amplitude", "poisson")
 OBJECT_CONSTRAINTS = ("none", "amplitude_le_1", "phase_only")
 DEVICES = ("cpu", "cuda")
 POSITION_CONSTRAINTS = ("affine", "mean", "none")
+SELF_CHECKS = ("none", "frc")
+
+
+def _positive_or_auto(name: str, value) -> None:
+    if value != "auto":
+        try:
+            v.positive(name, value, integer=True)
+        except ValueError:
+            raise ValueError(f'{name}: expected a positive integer or "auto", got {value!r}') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +45,8 @@ class PtychoConfig:
             level), or "fixed" (run all ``iterations``).
         validation_fraction : share of the positions held out for validation.
         patience : iterations without a better validation loss before stopping.
-        batch_size : probe positions per gradient step.
+        batch_size : probe positions per gradient step; "auto": the largest of 64, 32, ... 1 that fits the
+            memory budgets (memory.py).
         likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
         object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
         probe_modes : mixed-state probe modes (kept orthogonal).
@@ -45,6 +56,12 @@ class PtychoConfig:
         position_constraint : the global part removed from the position corrections after each iteration:
             "affine" (trust the scan's calibration: shift, scale, rotation and shear stay nominal), "mean"
             (only the common shift), or "none".
+        scan_model : a global model of the positions refined with the object and probe (scan_model.py):
+            "affine+drift" (one scale, a rotation and a drift linear in acquisition time: on a raster a drift
+            cannot be told from an anisotropic scale or a shear), "affine" (scale y / x, rotation, shear; no
+            drift), or "none". The per-position offsets then carry no affine part (position_constraint
+            "affine"). The translation is never refined (it is the object's).
+        refine_scan_model_from : first iteration (0-based) at which the scan model is refined; -1 never.
         position_search_A : positions that fit their pattern far worse than the rest (stuck in a local
             minimum) are searched for on a half-pixel grid this far (A) around; 0 disables the search.
         seed : seeds the batch order (a run is reproducible).
@@ -58,7 +75,13 @@ class PtychoConfig:
     Execution
         device : "cpu" or "cuda"; threads : CPU threads (None: all).
         checkpoint_every : write a checkpoint every N iterations (0: never); checkpoint_path : its file.
-        memory_budget_bytes : scans larger than this are streamed from their file in batches.
+        memory_budget_bytes : scans larger than this are streamed from their file in batches; "auto": held
+            in memory when the whole run fits the host budget with them.
+        host_budget_bytes, device_budget_bytes : the RAM / GPU memory a run may take; "auto": 80 % of the
+            available RAM / of the GPU's free memory. ``reconstruct`` plans the run's memory before it starts
+            (:func:`mspt.ptycho.plan`) and raises MemoryError when it cannot fit.
+        self_check : "frc": also reconstruct two interleaved halves of the positions and estimate the
+            resolution from their Fourier ring correlation (``PtychoResult.frc_resolution_A``); "none".
         progress : show a progress bar.
     """
 
@@ -70,7 +93,7 @@ class PtychoConfig:
     stop: str = "validation"
     validation_fraction: float = 0.05
     patience: int = 5
-    batch_size: int = 64
+    batch_size: int | str = 64
     likelihood: str = "amplitude"
     object_step: float = 0.9
     probe_step: float = 0.5
@@ -81,6 +104,8 @@ class PtychoConfig:
     refine_tilt_from: int = -1
     max_position_step_px: float = 0.5
     position_constraint: str = "affine"
+    scan_model: str = "none"
+    refine_scan_model_from: int = 3
     position_search_A: float = 1.5
     seed: int = 0
     object_constraint: str = "amplitude_le_1"
@@ -90,7 +115,10 @@ class PtychoConfig:
     threads: int | None = None
     checkpoint_every: int = 0
     checkpoint_path: str | None = None
-    memory_budget_bytes: int = 4 * 2**30
+    memory_budget_bytes: int | str = 4 * 2**30
+    host_budget_bytes: int | str = "auto"
+    device_budget_bytes: int | str = "auto"
+    self_check: str = "none"
     progress: bool = True
 
     def __post_init__(self):
@@ -99,7 +127,7 @@ class PtychoConfig:
         v.finite("stack_centre_A", self.stack_centre_A, "A")
         v.positive("padding_px", self.padding_px, integer=True, allow_zero=True)
         v.positive("iterations", self.iterations, integer=True, allow_zero=True)
-        v.positive("batch_size", self.batch_size, integer=True)
+        _positive_or_auto("batch_size", self.batch_size)
         v.choice("stop", self.stop, STOP_RULES)
         v.fraction("validation_fraction", self.validation_fraction, high=0.5)
         v.positive("patience", self.patience, integer=True)
@@ -110,12 +138,18 @@ class PtychoConfig:
         v.fraction("probe_step", self.probe_step, high=2.0)
         v.fraction("position_step", self.position_step, high=2.0)
         v.positive("probe_modes", self.probe_modes, integer=True)
-        for name in ("refine_probe_from", "refine_positions_from", "refine_tilt_from"):
+        for name in ("refine_probe_from", "refine_positions_from", "refine_tilt_from", "refine_scan_model_from"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < -1:
                 raise ValueError(f"{name}: expected an iteration index >= 0, or -1 for never, got {value!r}")
         v.positive("max_position_step_px", self.max_position_step_px)
         v.choice("position_constraint", self.position_constraint, POSITION_CONSTRAINTS)
+        v.choice("scan_model", self.scan_model, SCAN_MODELS)
+        if self.scan_model != "none" and self.position_constraint != "affine":
+            raise ValueError(
+                f'position_constraint: a scan model ("{self.scan_model}") keeps the per-position offsets free of '
+                f'any affine part, so it needs "affine", got {self.position_constraint!r}'
+            )
         v.positive("position_search_A", self.position_search_A, allow_zero=True)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
@@ -133,7 +167,9 @@ class PtychoConfig:
         v.positive("checkpoint_every", self.checkpoint_every, integer=True, allow_zero=True)
         if self.checkpoint_every and not self.checkpoint_path:
             raise ValueError("checkpoint_path: required when checkpoint_every > 0")
-        v.positive("memory_budget_bytes", self.memory_budget_bytes, integer=True)
+        for name in ("memory_budget_bytes", "host_budget_bytes", "device_budget_bytes"):
+            _positive_or_auto(name, getattr(self, name))
+        v.choice("self_check", self.self_check, SELF_CHECKS)
 
     @property
     def thickness_A(self) -> float:

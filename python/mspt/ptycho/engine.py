@@ -13,17 +13,23 @@ the likelihood and all gradients of a batch in one pass, and each parameter take
              loss w.r.t. a position, measured each iteration by finite differences of the position
              gradient on a few positions (it depends on the object's contrast, so it cannot be derived from
              the probe alone);
+* scan model: the positions' global part (an affine map of the nominal scan and a drift linear in
+             acquisition time, scan_model.py) takes one Gauss-Newton step per iteration: the per-position
+             gradients of the iteration projected onto the model's fields with the same curvature h_r;
+             the per-position offsets keep no affine part;
 * tilt:      a beam tilt and a slice stack sheared along the beam give the same data; the object is kept
              unsheared and any shear that builds up in it is moved into the tilt after each iteration.
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
 Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
 the probe modes are re-orthogonalised, and the global (mean or affine) part of the position corrections
-is removed (a global shift, stretch or rotation of all positions is nearly one of the object's).
+is removed (a global shift, stretch or rotation of all positions is nearly one of the object's), or, with
+a scan model, left to the model.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -31,8 +37,10 @@ import numpy as np
 from .. import _validate, ops
 from ..probe import make_probe
 from .config import PtychoConfig
+from .diagnostics import GRID_CHECK_EVERY, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .scan import PtychoScan
+from .scan_model import N_PARAMETERS, ScanModel
 from .stopping import StopState, choose_validation, expected_poisson_deviance
 
 # rPIE-style floor of the illumination preconditioner, as a fraction of its maximum.
@@ -42,8 +50,11 @@ LIKELIHOOD_CURVATURE = {"amplitude": 1.0, "poisson": 2.0}
 # Heavy-ball momentum of the position updates: positions and object converge together, slowly, and the
 # momentum carries a position across the shallow part of that coupled valley.
 POSITION_MOMENTUM = 0.7
+# Heavy-ball momentum of the scan model's steps: its global stretch and rotation relax only as fast as the
+# object gives up the distortion it first took on; the momentum carries the model along that slow valley.
+SCAN_MOMENTUM = 0.9
 # What the stopping rule keeps of the best state.
-BEST_KEYS = ("slices", "probe", "positions_px", "tilt_mrad")
+BEST_KEYS = ("slices", "probe", "positions_px", "tilt_mrad", "scan_parameters")
 # The position curvature changes slowly: it is measured every CURVATURE_EVERY iterations.
 CURVATURE_EVERY = 5
 # Stuck positions: every SEARCH_EVERY iterations of position refinement, positions whose loss lies
@@ -71,17 +82,26 @@ class PtychoEngine:
         self.loss_history: list[float] = list(state["loss_history"])
         self.position_velocity: np.ndarray = state["position_velocity"]  # last position step (momentum)
         self.position_curvature: np.ndarray = state["position_curvature"]  # d^2 L / d(y, x)^2 per position
+        self.scan_parameters: np.ndarray = np.asarray(state["scan_parameters"], dtype=np.float64)
+        self.scan_velocity: np.ndarray = np.asarray(state["scan_velocity"], dtype=np.float64)  # last model step
+        self.mean_counts = float(state["mean_counts"])  # the data's mean counts per pattern
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
         # Validation positions never take part in an update (stopping.py); the best state by their loss.
         self.validation = np.asarray(state["validation_indices"], dtype=np.int64)
         self.training = np.setdiff1d(np.arange(scan.n_positions), self.validation)
+        self.scan_model = ScanModel(config.scan_model, self.nominal_positions_px, fit_on=self.training)
         self.stop = StopState(
             validation_history=list(state["validation_history"]), discrepancy_history=list(state["discrepancy_history"]),
             best_validation=float(state["best_validation"]), best_iteration=int(state["best_iteration"]),
         )  # fmt: skip
         self.best = {key: state["best_" + key] for key in BEST_KEYS}
         self.loss_per_position = np.zeros(scan.n_positions)
+        # Self-checks (diagnostics.py): the warnings this run has fired (a resumed run does not repeat them).
+        self.diagnostics = Diagnostics([tuple(w) for w in json.loads(state.get("warnings", "[]"))])
+        self.diverged = False
+        self._scan_grid_px = _raster_steps_px(scan, self.nominal_positions_px)
+        self._scan_step_px = _scan_step_px(self._scan_grid_px, self.nominal_positions_px)
         self._data = None
         if scan.nbytes_float32 <= config.memory_budget_bytes:
             self._data = scan.read(np.arange(scan.n_positions))
@@ -114,6 +134,9 @@ class PtychoEngine:
             loss_history=[],
             position_velocity=np.zeros_like(positions_px),
             position_curvature=np.ones(2),
+            scan_parameters=np.zeros(N_PARAMETERS[config.scan_model]),
+            scan_velocity=np.zeros(N_PARAMETERS[config.scan_model]),
+            mean_counts=float(mean_counts),
         )
         rng = np.random.default_rng(config.seed)
         fraction = config.validation_fraction if config.stop == "validation" else 0.0
@@ -136,6 +159,8 @@ class PtychoEngine:
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
             position_velocity=self.position_velocity, position_curvature=self.position_curvature,
+            scan_parameters=self.scan_parameters, scan_velocity=self.scan_velocity, mean_counts=self.mean_counts,
+            warnings=np.bytes_(json.dumps(self.diagnostics.records).encode()),  # JSON [[code, message], ...]
             rng_state=self.rng.bit_generator.state, validation_indices=self.validation,
             validation_history=np.array(self.stop.validation_history),
             discrepancy_history=np.array(self.stop.discrepancy_history),
@@ -164,11 +189,14 @@ class PtychoEngine:
         cfg = self.config
         refine_probe = self._refining(cfg.refine_probe_from)
         refine_positions = self._refining(cfg.refine_positions_from)
-        wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * refine_positions
+        refine_scan = cfg.scan_model != "none" and self._refining(cfg.refine_scan_model_from)
+        position_gradients = refine_positions or refine_scan
+        wrt = ["slices"] + ["probe"] * refine_probe + ["positions"] * position_gradients
         curvature = LIKELIHOOD_CURVATURE[cfg.likelihood]
         probe_intensity = np.sum(np.abs(self.probe) ** 2, axis=0)
-        if refine_positions and (self.iteration - cfg.refine_positions_from) % CURVATURE_EVERY == 0:
+        if position_gradients and (self.iteration - self._position_refinement_start()) % CURVATURE_EVERY == 0:
             self.position_curvature = self._position_curvature()
+        gradient = np.zeros_like(self.positions_px) if refine_scan else None
         total_loss = 0.0
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
@@ -182,18 +210,48 @@ class PtychoEngine:
             self._step_slices(fit.slices, probe_intensity, positions, curvature)
             if refine_probe:
                 self._step_probe(fit.probe, positions, curvature)
+            if refine_scan:
+                gradient[batch] = fit.positions_px
             if refine_positions:
                 self._step_positions(batch, fit.positions_px)
+        if refine_scan:
+            self._step_scan_model(gradient)
         if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
             self._search_stuck_positions()
-        self._finish_iteration(refine_probe, refine_positions)
+        self._finish_iteration(refine_probe, refine_positions or refine_scan)
         mean_loss = total_loss / len(self.training)
         self.loss_history.append(mean_loss)
         self.iteration += 1
+        self._self_check(refine_positions or refine_scan)
+        if not math.isfinite(mean_loss):  # nothing more can be learned from a state that holds NaNs
+            self.diverged = True
+            self.stop.record(float("nan"), float("nan"), self.iteration)
+            self.stop.stop_reason = f"the loss diverged (not finite) at iteration {self.iteration}"
+            return mean_loss
         improved = self.stop.record(self._validation_loss(), self._discrepancy(mean_loss), self.iteration)
         if improved:
             self.best = {key: np.array(getattr(self, key), copy=True) for key in BEST_KEYS}
         return mean_loss
+
+    def _self_check(self, positions_refined: bool):
+        """The cheap self-checks every iteration, the spectral and depth ones every GRID_CHECK_EVERY."""
+        d = self.diagnostics
+        d.check_loss(self.loss_history)
+        d.check_probe(self.probe, self.mean_counts)
+        if positions_refined:
+            d.check_positions(self.position_offsets_px(), self._scan_step_px)
+        if self.iteration % GRID_CHECK_EVERY == 0:
+            if self._scan_grid_px is not None:
+                d.check_grid(self.summed_phase(), self.nominal_positions_px, self._scan_grid_px)
+            d.check_stack(self.slices, self._scanned_mask())
+
+    def _scanned_mask(self) -> np.ndarray:
+        """Object pixels inside the bounding box of the positions (the field of view the data cover)."""
+        lo = np.floor(self.positions_px.min(0)).astype(int)
+        hi = np.ceil(self.positions_px.max(0)).astype(int)
+        mask = np.zeros(self.slices.shape[1:], bool)
+        mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1] = True
+        return mask
 
     def _validation_loss(self) -> float:
         """Mean loss per validation pattern under the current model (NaN without a validation set). The
@@ -249,6 +307,27 @@ class PtychoEngine:
         step = np.clip(step, -cfg.max_position_step_px, cfg.max_position_step_px)
         self.position_velocity[batch] = step
         self.positions_px[batch] = np.clip(self.positions_px[batch] + step, *self._position_bounds())
+
+    def _position_refinement_start(self) -> int:
+        """The first iteration that refines positions, one by one or through the scan model."""
+        cfg = self.config
+        starts = [cfg.refine_positions_from] + [cfg.refine_scan_model_from] * (cfg.scan_model != "none")
+        return min(s for s in starts if s >= 0)
+
+    def _step_scan_model(self, gradient: np.ndarray):
+        """One Gauss-Newton step of the scan model from this iteration's position gradients (N, 2) (with
+        momentum), its largest displacement clipped to max_position_step_px; every position (held-out ones
+        too) follows."""
+        cfg = self.config
+        step = cfg.position_step * self.scan_model.gauss_newton_step(gradient, self.position_curvature)
+        step = step + SCAN_MOMENTUM * self.scan_velocity
+        move = self.scan_model.displacement(step)
+        largest = float(np.max(np.abs(move)))
+        if largest > cfg.max_position_step_px:
+            step, move = step * (cfg.max_position_step_px / largest), move * (cfg.max_position_step_px / largest)
+        self.scan_velocity = step
+        self.scan_parameters = self.scan_parameters + step
+        self.positions_px = np.clip(self.positions_px + move, *self._position_bounds())
 
     def _search_stuck_positions(self):
         """A position far from its truth sits in a local minimum of its pattern's loss that the gradient
@@ -327,7 +406,11 @@ class PtychoEngine:
             self.slices = tv_step(self.slices, cfg.tv_weight)
         if refine_probe and self.probe.shape[0] > 1:
             self.probe = orthogonalise_modes(self.probe)
-        if refine_positions:
+        if refine_positions and cfg.scan_model != "none":
+            # The scan model holds the global part of the positions; the offsets keep none of it.
+            self.positions_px -= self.scan_model.global_part(self.position_offsets_px())
+            self.position_velocity -= self.scan_model.global_part(self.position_velocity)
+        elif refine_positions:
             # A common shift, stretch or rotation of every position is (nearly) one of the object: keep the
             # corrections free of that global part so the object cannot drift into it.
             # Measured on the training positions (held-out data must not steer the training ones).
@@ -340,12 +423,7 @@ class PtychoEngine:
         """A beam tilt and a slice stack sheared along the beam give the same data; of the two, the object
         is taken unsheared (columns along the beam) and the shear measured in it moves into the tilt: a
         model tilt short of the true one by D leaves slice s displaced by -s dz tan(D)."""
-        ny, nx = self.window
-        lo = np.floor(self.positions_px.min(0)).astype(int)
-        hi = np.ceil(self.positions_px.max(0)).astype(int)
-        mask = np.zeros(self.slices.shape[1:], bool)
-        mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1] = True
-        rate_px = slice_shear_rate(self.slices, mask)
+        rate_px = slice_shear_rate(self.slices, self._scanned_mask())
         delta = -rate_px * np.array(self.sampling_A) / self.config.slice_thickness_A  # tan of the missing tilt
         self.tilt_mrad = np.arctan(np.tan(self.tilt_mrad * 1e-3) + delta) * 1e3
         depth = np.arange(self.config.n_slices) - (self.config.n_slices - 1) / 2
@@ -364,6 +442,19 @@ class PtychoEngine:
     def summed_phase(self) -> np.ndarray:
         return np.sum(np.angle(self.slices), axis=0)
 
+    def position_offsets_px(self) -> np.ndarray:
+        """Each position's own correction (N, 2): what the scan model does not explain (pixels)."""
+        return self.positions_px - self.nominal_positions_px - self.scan_model.displacement(self.scan_parameters)
+
+    def scan_affine(self) -> np.ndarray:
+        """The scan model's 2 x 2 map of the nominal positions, in (y, x) and A."""
+        sampling = np.array(self.sampling_A)
+        return self.scan_model.affine(self.scan_parameters) * sampling[:, None] / sampling[None, :]
+
+    def scan_drift_A(self) -> np.ndarray:
+        """The scan model's drift (dy, dx) in A from the first pattern to the last."""
+        return self.scan_model.drift_px(self.scan_parameters) * np.array(self.sampling_A)
+
 
 def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str, fit_on: np.ndarray | None = None) -> np.ndarray:
     """The part of per-position corrections (N, 2) common to all positions: their mean ("mean"), or the
@@ -378,6 +469,27 @@ def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str, fit_on:
     design = np.column_stack([nominal - centre, np.ones(len(nominal))])
     coefficients, *_ = np.linalg.lstsq(design[fit_on], corrections[fit_on], rcond=None)
     return design @ coefficients
+
+
+def _raster_steps_px(scan: PtychoScan, nominal_px: np.ndarray) -> np.ndarray | None:
+    """The raster's two step vectors (rows: one row down, one column on; (y, x) pixels; the median step of
+    the nominal positions), or None for a scan that is not a (scan_y, scan_x) raster."""
+    shape = scan.data.shape
+    if len(shape) != 4 or min(shape[:2]) < 2:
+        return None
+    grid = nominal_px.reshape(shape[0], shape[1], 2)
+    return np.stack([np.median(np.diff(grid, axis=0), axis=(0, 1)), np.median(np.diff(grid, axis=1), axis=(0, 1))])
+
+
+def _scan_step_px(grid_steps_px: np.ndarray | None, positions_px: np.ndarray) -> float:
+    """The scan step (pixels): the shorter raster step, or, for a list of positions, the side of the area
+    each covers (bounding box / count)."""
+    if grid_steps_px is not None:
+        return float(np.min(np.hypot(grid_steps_px[:, 0], grid_steps_px[:, 1])))
+    if len(positions_px) < 2:
+        return float("inf")
+    extent = np.ptp(positions_px, axis=0)
+    return float(np.sqrt(max(extent[0] * extent[1], max(extent) ** 2 / len(positions_px)) / len(positions_px)))
 
 
 def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:

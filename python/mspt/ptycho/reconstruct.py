@@ -12,6 +12,8 @@ from .autotune import choose_regularisation
 from .checkpoint import load_state, save_state
 from .config import PtychoConfig
 from .engine import PtychoEngine
+from .frc import with_half_data_frc
+from .memory import plan, resolved_config
 from .result import PtychoResult
 from .scan import PtychoScan
 
@@ -24,11 +26,14 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="ptychography", unit="it", leave=False)
 
 
-def _config_fingerprint(config: PtychoConfig) -> dict:
-    """The settings a resumed run must share with the run that wrote the checkpoint."""
+def _config_fingerprint(config: PtychoConfig, patterns_streamed: bool) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoint (the memory budgets
+    only through what they decide: streaming changes the batch order)."""
     keep = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    for volatile in ("iterations", "progress", "checkpoint_every", "checkpoint_path", "threads", "device"):
+    for volatile in ("iterations", "progress", "checkpoint_every", "checkpoint_path", "threads", "device",
+                     "memory_budget_bytes", "host_budget_bytes", "device_budget_bytes"):  # fmt: skip
         keep.pop(volatile)
+    keep["patterns_streamed"] = patterns_streamed
     return keep
 
 
@@ -40,14 +45,19 @@ def reconstruct(
     With ``resume=True`` and an existing ``config.checkpoint_path``, the run continues from the checkpoint
     and ends where an uninterrupted run would have. A new run never replaces an existing checkpoint unless
     ``overwrite=True``.
+
+    The run's memory is planned first (:func:`mspt.ptycho.plan`): "auto" batch size and pattern budget are
+    chosen there, and a run that cannot fit raises MemoryError before any pattern is read.
     """
     if not isinstance(scan, PtychoScan):
         raise TypeError(f"scan: expected an mspt.ptycho.PtychoScan, got {type(scan).__name__}")
     if not isinstance(config, PtychoConfig):
         raise TypeError(f"config: expected an mspt.ptycho.PtychoConfig, got {type(config).__name__}")
+    memory_plan = plan(scan, config).require_fit()
+    config = resolved_config(config, memory_plan)
     mean_counts = scan.check_patterns()
     config, regularisation = choose_regularisation(scan, config, mean_counts)
-    fingerprint = _config_fingerprint(config)
+    fingerprint = _config_fingerprint(config, memory_plan.patterns_streamed)
     checkpoint = pathlib.Path(config.checkpoint_path) if config.checkpoint_path else None
     if resume and checkpoint is not None and checkpoint.exists():
         state, meta = load_state(checkpoint)
@@ -74,6 +84,8 @@ def reconstruct(
                 break
             t0 = time.perf_counter()
             loss = engine.run_iteration()
+            if engine.diverged:
+                break
             iteration_times.append(time.perf_counter() - t0)
             if bar is not None:
                 bar.update(1)
@@ -90,7 +102,7 @@ def reconstruct(
     if config.stop == "validation":
         engine.restore_best()
     sampling = engine.sampling_A
-    return PtychoResult(
+    result = PtychoResult(
         slices=engine.slices.copy(),
         probe=engine.probe.copy(),
         positions_A=engine.positions_A(),
@@ -108,6 +120,14 @@ def reconstruct(
         pixel_size_A=sampling,
         slice_thickness_A=config.slice_thickness_A,
         object_origin_A=engine.object_origin_A.copy(),
+        scan_affine=engine.scan_affine(),
+        scan_drift_A=engine.scan_drift_A(),
+        position_offsets_A=engine.position_offsets_px() * np.array(sampling),
+        warnings=list(engine.diagnostics.records),
         timings={"total": total, "per_iteration": float(np.mean(iteration_times)) if iteration_times else 0.0},
         config=config,
     )
+    if config.self_check == "frc":
+        del engine  # the two half-data runs need its memory
+        result = with_half_data_frc(scan, config, result)
+    return result

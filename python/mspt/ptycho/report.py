@@ -1,5 +1,6 @@
-"""A one-page PNG report of a reconstructed tilt: summed phase, probe modes, refined positions over the
-nominal ones, and the training / validation loss curves with the stop marked."""
+"""A one-page PNG report of a reconstructed tilt: summed phase, probe modes, refined positions and the
+refined scan model over the nominal scan, the training / validation loss curves with the stop marked, and
+the self-check warnings that fired."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pathlib
 import numpy as np
 
 from .result import PtychoResult
+from .scan_model import describe_affine
 
 
 def save_report(result: PtychoResult, path) -> pathlib.Path:
@@ -30,6 +32,9 @@ def save_report(result: PtychoResult, path) -> pathlib.Path:
 
     ax = axes[0, 1]
     ax.plot(result.nominal_positions_A[:, 1], result.nominal_positions_A[:, 0], "+", color="0.6", label="nominal")
+    if result.position_offsets_A is not None and not np.allclose(result.scan_affine, np.eye(2)):
+        model = result.positions_A - result.position_offsets_A  # the nominal scan through the scan model
+        ax.plot(model[:, 1], model[:, 0], "x", ms=3, color="C2", label="scan model")
     ax.plot(result.positions_A[:, 1], result.positions_A[:, 0], ".", ms=3, label="refined")
     held = result.validation_indices
     if len(held):
@@ -37,7 +42,13 @@ def save_report(result: PtychoResult, path) -> pathlib.Path:
     ax.invert_yaxis()
     ax.set_aspect("equal")
     ax.legend(fontsize=8)
-    ax.set_title(f"positions, tilt ({result.tilt_mrad[0]:.2f}, {result.tilt_mrad[1]:.2f}) mrad")
+    affine = describe_affine(result.scan_affine)
+    ax.set_title(
+        f"positions, tilt ({result.tilt_mrad[0]:.2f}, {result.tilt_mrad[1]:.2f}) mrad\n"
+        f"scan scale ({affine['scale_y']:.4f}, {affine['scale_x']:.4f}), rotation {affine['rotation_deg']:.2f} deg, "
+        f"drift ({result.scan_drift_A[0]:.2f}, {result.scan_drift_A[1]:.2f}) A",
+        fontsize=8,
+    )  # fmt: skip
 
     total = np.sum(np.abs(result.probe) ** 2)
     for m in range(modes):
@@ -60,10 +71,15 @@ def save_report(result: PtychoResult, path) -> pathlib.Path:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title(result.stop_reason, fontsize=8, wrap=True)
+    if result.frc is not None:
+        _draw_frc(ax.inset_axes([0.56, 0.52, 0.42, 0.44]), result.frc)
     for extra in axes.ravel()[modes + 2 :]:
         if not extra.has_data():
             extra.axis("off")
-    fig.tight_layout()
+    if result.warnings:
+        text = "\n".join(f"WARNING {code}: {message}" for code, message in result.warnings)
+        fig.text(0.01, 0.005, text, fontsize=7, color="C3", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 * len(result.warnings), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -74,3 +90,18 @@ def _extent(result: PtychoResult):
     h, w = result.summed_phase.shape
     (y0, x0), (dy, dx) = result.object_origin_A, result.pixel_size_A
     return (x0 - dx / 2, x0 + (w - 0.5) * dx, y0 + (h - 0.5) * dy, y0 - dy / 2)
+
+
+def _draw_frc(ax, frc: dict):
+    """The half-data FRC self-check: the curve, its 1/7 and half-bit thresholds and the resolutions."""
+    k = np.asarray(frc["frequencies_invA"])
+    ax.plot(k, frc["frc"], color="k", lw=1)
+    ax.axhline(1 / 7, color="C3", lw=0.8, ls="--")
+    ax.plot(k, frc["half_bit"], color="C0", lw=0.8, ls=":")
+    for resolution, colour in ((frc["resolution_A"], "C3"), (frc["resolution_half_bit_A"], "C0")):
+        ax.axvline(1 / resolution, color=colour, lw=0.8)
+    ax.set_ylim(-0.2, 1.05)
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel("1/A", fontsize=6, labelpad=1)
+    ax.set_title(f"half-data FRC: {frc['resolution_A']:.2f} A (1/7), {frc['resolution_half_bit_A']:.2f} A (half-bit)",
+                 fontsize=6)  # fmt: skip

@@ -29,6 +29,13 @@ class PtychoResult:
     regularisation : for each weight given as "auto", the chosen value and every candidate's validation loss.
     summed_phase : (Y, X) sum over slices of each slice's phase (rad): the projection for tomography.
     timings : wall times in seconds ("total", "per_iteration").
+    scan_affine : (2, 2) the scan model's map of the nominal positions about their centre, (y, x), A per A
+        (identity without a scan model; scan_model.describe_affine gives its scale, rotation and shear).
+    scan_drift_A : (dy, dx) the scan model's drift from the first pattern to the last (A; zero without drift).
+    position_offsets_A : (N, 2) each position's own correction beyond the scan model (A).
+    warnings : the self-checks that fired, as (code, message) pairs (diagnostics.py).
+    frc_resolution_A : with ``self_check="frc"``, the half-data FRC resolution (1/7 threshold, A); ``frc`` the
+        curve and both estimates (frc.FRCResult.as_dict); None otherwise.
     """
 
     slices: np.ndarray
@@ -50,6 +57,12 @@ class PtychoResult:
     object_origin_A: np.ndarray
     timings: dict
     config: PtychoConfig
+    scan_affine: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(2))
+    scan_drift_A: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    position_offsets_A: np.ndarray | None = None
+    warnings: list = dataclasses.field(default_factory=list)
+    frc_resolution_A: float | None = None
+    frc: dict | None = None
 
     @property
     def iterations(self) -> int:

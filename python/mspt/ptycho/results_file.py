@@ -1,8 +1,11 @@
 """A reconstructed tilt in the results HDF5 (``mspt.results`` schema, DESIGN.md): group ``ptycho/NNN`` with
 ``object`` (S, Y, X) c64, ``probe`` (M, Ky, Kx) c64, ``positions_A`` (N, 2), ``loss`` (iterations,), plus
 ``validation_loss``, ``discrepancy``, ``summed_phase``, ``nominal_positions_A``, ``tilt_mrad`` and
-``validation_indices``; attributes ``pixel_size_A``, ``slice_thickness_A``, ``object_origin_A``,
-``stop_reason``, ``iterations_run``, ``best_iteration``, ``regularisation`` (JSON), ``config`` (JSON).
+``validation_indices``, the scan model's ``scan_affine`` (2, 2), ``scan_drift_A`` (2,) and
+``position_offsets_A`` (N, 2); attributes ``pixel_size_A``, ``slice_thickness_A``, ``object_origin_A``,
+``stop_reason``, ``iterations_run``, ``best_iteration``, ``regularisation`` (JSON), ``config`` (JSON),
+``warnings`` (JSON list of [code, message]), and with the half-data self-check ``frc_resolution_A`` and
+``frc`` (JSON: the FRC curve and both resolution estimates).
 
 Writes are atomic (a temporary copy of the file is written and renamed over it), and an existing group is
 replaced only with ``overwrite=True``."""
@@ -25,7 +28,8 @@ from .result import PtychoResult
 ARRAYS = {
     "object": "slices", "probe": "probe", "positions_A": "positions_A", "nominal_positions_A": "nominal_positions_A",
     "loss": "loss", "validation_loss": "validation_loss", "discrepancy": "discrepancy", "summed_phase": "summed_phase",
-    "tilt_mrad": "tilt_mrad", "validation_indices": "validation_indices",
+    "tilt_mrad": "tilt_mrad", "validation_indices": "validation_indices", "scan_affine": "scan_affine",
+    "scan_drift_A": "scan_drift_A", "position_offsets_A": "position_offsets_A",
 }  # fmt: skip
 
 
@@ -46,7 +50,9 @@ def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = 
                 del f[group_name]
             g = f.create_group(group_name)
             for name, field in ARRAYS.items():
-                g.create_dataset(name, data=np.asarray(getattr(result, field)))
+                value = getattr(result, field)
+                if value is not None:
+                    g.create_dataset(name, data=np.asarray(value))
             g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
             g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
             g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
@@ -56,6 +62,10 @@ def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = 
             g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
             g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
             g.attrs["timings"] = json.dumps(result.timings)
+            g.attrs["warnings"] = json.dumps([list(w) for w in result.warnings])
+            if result.frc is not None:
+                g.attrs["frc_resolution_A"] = float(result.frc_resolution_A)
+                g.attrs["frc"] = json.dumps(result.frc)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -69,7 +79,7 @@ def load_result(path, tilt: int = 0) -> PtychoResult:
         if group_name not in f:
             raise KeyError(f"{path}: no {group_name} group")
         g = f[group_name]
-        arrays = {field: g[name][()] for name, field in ARRAYS.items()}
+        arrays = {field: g[name][()] for name, field in ARRAYS.items() if name in g}
         regularisation = {
             k: {"value": v["value"], "validation_loss": {float(c): s for c, s in v["validation_loss"].items()}}
             for k, v in json.loads(g.attrs["regularisation"]).items()
@@ -85,4 +95,7 @@ def load_result(path, tilt: int = 0) -> PtychoResult:
             regularisation=regularisation,
             timings=json.loads(g.attrs["timings"]),
             config=PtychoConfig(**json.loads(g.attrs["config"])),
+            warnings=[tuple(w) for w in json.loads(g.attrs.get("warnings", "[]"))],
+            frc_resolution_A=float(g.attrs["frc_resolution_A"]) if "frc_resolution_A" in g.attrs else None,
+            frc=json.loads(g.attrs["frc"]) if "frc" in g.attrs else None,
         )

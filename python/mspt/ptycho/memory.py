@@ -1,0 +1,488 @@
+"""Memory planner of a multislice ptychography run: what it will hold on the host and on the GPU, at its peak,
+before any of it is allocated; the batch size and the streaming decision that fit a budget.
+
+``plan(scan, config, device) -> MemoryPlan``. The figures are counted from what the code allocates (sizes in
+bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of complex64):
+
+* Python loop (engine.py, reconstruct.py): the object slices and the best-state copy the stopping rule keeps;
+  per batch the object gradient the native call returns, allocated while the previous batch's is still
+  referenced (two at once), then the step's scaled gradient; after each iteration the object constraint's
+  amplitude and scale (float32 stacks) and its product; the patterns when held in memory, else one batch
+  read from the file (scan.py reads whole scan rows: the rows, their selection and the reordered copy).
+* CPU engine (cpp/cpu/multislice_cpu.*): per thread the waves entering each slice (S x M planes) and, with
+  tilt refinement, the propagated spectra (S x M), M far-field planes and 5 work planes; per chunk of
+  max(16, 4 x threads) positions the object-gradient windows (S planes each) and probe-gradient spectra.
+* CUDA engine (cuda/multislice_cuda.*): the object and its gradient, the probe, its spectrum and gradient,
+  and per chunk of P = min(256, positions per call, what 70 % of the free memory holds) positions the waves
+  of every slice, far field, work and gradient stacks (M planes each), four float planes, and a cuFFT work
+  area (at most one more stack).
+* Reading and checking the scan once before the run (1024 patterns at a time), and holding it: a lazily
+  indexed file (h5py) is read through three copies of what is asked for; a NumPy array through one.
+
+* Beyond the arrays: native code paged in and modules imported at the first run of a process, and the freed
+  blocks the C allocator keeps for reuse (measured; see RUNTIME_BYTES and the allocator note below).
+
+Not counted: the CUDA runtime's and cuFFT's own host memory and the CUDA context. The self-check (``self_check
+= "frc"``) runs two more reconstructions of half the positions after the main one has been freed: at most
+the main run's peak again.
+
+The peak is the largest of the phases (checking, loading, iterating, finishing); `format_plan` / ``str(plan)``
+prints the table a user (or ``mspt plan``) reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .config import PtychoConfig
+from .scan import PtychoScan
+
+# Share of the available RAM / free GPU memory a run may take when its budget is "auto".
+AUTO_BUDGET_SHARE = 0.8
+# The batch "auto" prefers (the default of PtychoConfig.batch_size); halved until the run fits.
+PREFERRED_BATCH = 64
+# Patterns per read when the scan is checked before the run (PtychoScan.check_patterns' chunk).
+CHECK_CHUNK = 1024
+# The CUDA engine's chunk rule (cuda/multislice_cuda.cu): at most this many positions per chunk, and chunk
+# buffers take at most this share of the free device memory.
+CUDA_MAX_CHUNK = 256
+CUDA_MEMORY_SHARE = 0.7
+# Positions the engine evaluates per call besides its batches: the curvature sample, the discrepancy sample.
+CURVATURE_SAMPLE = 32
+DISCREPANCY_SAMPLE = 16
+# Native code (FFTW codelets, the OpenMP runtime, HDF5) paged in and Python modules imported at the first
+# reconstruction of a process (measured: 2-3 MB of file-backed pages, under 1 MB of Python objects).
+RUNTIME_BYTES = 3 * 2**20
+# The C allocator (glibc) serves a block smaller than the largest one freed so far from its heap and keeps up
+# to twice that size free there before returning memory (its dynamic mmap and trim thresholds, at most 32 MiB
+# and 64 MiB): the plan counts twice the largest block freed and allocated again each iteration (measured:
+# 1.7 to 2.1 times in tests/test_ptycho_memory.py where those blocks dominate).
+ALLOCATOR_RETENTION_CAP = 64 * 2**20
+COMPLEX64 = 8
+FLOAT32 = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryComponent:
+    """One allocation the run holds: ``where`` is "host" or "device", ``bytes`` its size, ``note`` what it is."""
+
+    name: str
+    where: str
+    bytes: int
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """What a run will hold, planned before it starts.
+
+    device : "cpu" or "cuda". batch_size : positions per gradient step (the one chosen when "auto").
+    patterns_streamed : the scan is read from its file batch by batch (else held in memory, float32).
+    patterns_budget_bytes : what ``memory_budget_bytes`` resolves to (the patterns held up to this size).
+    host_peak_bytes / device_peak_bytes : predicted peak (device 0 on the CPU); ``host_phases`` the host
+        peak of each phase of the run ("check", "load", "iterate", "finish").
+    device_floor_bytes : the least the GPU needs (object, its gradient, tables and one position's buffers):
+        the CUDA engine sizes its chunks to the free memory itself, so the run fits the GPU when this does.
+    host_budget_bytes / device_budget_bytes : the budgets they are held to (device None on the CPU).
+    cuda_chunk : positions per CUDA chunk (0 on the CPU). components : the allocations, largest first.
+    object_shape : (S, H, W) of the object stack. threads : CPU threads of the native engine.
+    """
+
+    device: str
+    batch_size: int
+    patterns_streamed: bool
+    patterns_budget_bytes: int
+    host_peak_bytes: int
+    host_budget_bytes: int
+    device_peak_bytes: int
+    device_floor_bytes: int
+    device_budget_bytes: int | None
+    host_phases: dict
+    cuda_chunk: int
+    components: tuple
+    object_shape: tuple
+    threads: int
+    n_positions: int
+    pattern_shape: tuple
+
+    @property
+    def host_peak_low_bytes(self) -> int:
+        """The host peak when the C allocator hands freed blocks back at once. Whether it keeps them (the
+        "allocator retention" component, counted in ``host_peak_bytes``) depends on how the threads'
+        allocations interleave, so a run's real peak lies between this and ``host_peak_bytes``, the figure
+        budgets are held to."""
+        retained = sum(c.bytes for c in self.components if c.name == "allocator retention" and c.where == "host")
+        return self.host_peak_bytes - retained
+
+    @property
+    def fits(self) -> bool:
+        device_ok = self.device_budget_bytes is None or self.device_floor_bytes <= self.device_budget_bytes
+        return self.host_peak_bytes <= self.host_budget_bytes and device_ok
+
+    def require_fit(self) -> "MemoryPlan":
+        """This plan, or a MemoryError with the numbers and what to change when it does not fit."""
+        if not self.fits:
+            raise MemoryError(_shortfall_message(self))
+        return self
+
+    def __str__(self) -> str:
+        return format_plan(self)
+
+
+# -- what the machine has --------------------------------------------------------------------------------
+def available_ram_bytes() -> int:
+    """RAM available to a new allocation without swapping (/proc/meminfo MemAvailable, else psutil)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        raise RuntimeError(
+            "host_budget_bytes: cannot tell the available RAM here (no /proc/meminfo, no psutil); give the "
+            "budget in bytes"
+        ) from None
+    return int(psutil.virtual_memory().available)
+
+
+def free_device_bytes() -> int:
+    """Free memory of CUDA device 0, the engine's default (the driver's cuMemGetInfo; the device's total
+    where the driver cannot be asked). RuntimeError without a usable GPU."""
+    from .. import _backend
+
+    module = _backend.cuda_module()
+    free = _driver_free_bytes()
+    return free if free is not None else int(module.device_info()[0]["total_memory_bytes"])
+
+
+def _driver_free_bytes() -> int | None:
+    """cuMemGetInfo through the driver library, in the device's primary context (the one the CUDA runtime
+    shares); None where the library or a call fails."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda.cuMemGetInfo_v2, cuda.cuDevicePrimaryCtxRetain  # noqa: B018 (present in every supported driver)
+    except (OSError, AttributeError):
+        return None
+    device, context = ctypes.c_int(), ctypes.c_void_p()
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return None
+    if cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) != 0:
+        return None
+    try:
+        if cuda.cuCtxPushCurrent_v2(context) != 0:
+            return None
+        ok = cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) == 0
+        cuda.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+        return int(free.value) if ok else None
+    finally:
+        cuda.cuDevicePrimaryCtxRelease_v2(device)
+
+
+def native_threads(config: PtychoConfig) -> int:
+    """Threads the CPU engine runs (config.threads, else OpenMP's default)."""
+    if config.threads is not None:
+        return int(config.threads)
+    from .._native import core
+
+    return int(core.build_info()["openmp_threads"])
+
+
+# -- geometry ----------------------------------------------------------------------------------------------
+def object_shape(scan: PtychoScan, config: PtychoConfig) -> tuple[int, int, int]:
+    """(S, H, W) of the object stack the engine allocates: the scanned positions, half a window and
+    ``padding_px`` on every side (PtychoEngine.start's rule)."""
+    sampling = np.array(scan.sampling_A)
+    ny, nx = scan.pattern_shape
+    positions = scan.positions()
+    origin = positions.min(0) - (np.array([ny // 2, nx // 2]) + config.padding_px) * sampling
+    extent = ((positions - origin) / sampling).max(0)
+    pad = config.padding_px
+    return (config.n_slices, int(math.ceil(extent[0])) + ny - ny // 2 + pad + 1,
+            int(math.ceil(extent[1])) + nx - nx // 2 + pad + 1)  # fmt: skip
+
+
+def search_candidates(scan: PtychoScan, config: PtychoConfig) -> int:
+    """Positions one stuck-position search evaluates at once (a half-pixel grid over its disk); 0 when
+    positions are never refined or the search is off."""
+    if config.refine_positions_from < 0 or config.position_search_A <= 0:
+        return 0
+    radius = config.position_search_A / min(scan.sampling_A)
+    if radius < 0.5:
+        return 0
+    grid = np.arange(-math.ceil(radius), math.ceil(radius) + 0.25, 0.5)
+    return int(np.count_nonzero(grid[:, None] ** 2 + grid[None, :] ** 2 <= radius**2))
+
+
+# -- the plan ---------------------------------------------------------------------------------------------
+class _Sizes:
+    """Sizes of one run's arrays (bytes), from the scan's geometry and the settings."""
+
+    def __init__(self, scan: PtychoScan, config: PtychoConfig, device: str, threads: int):
+        self.S, self.H, self.W = object_shape(scan, config)
+        ny, nx = scan.pattern_shape
+        self.n = ny * nx
+        self.plane = (self.n + 15) // 16 * 16 * COMPLEX64  # the CPU engine pads planes to 16 elements
+        self.M = config.probe_modes
+        self.N = scan.n_positions
+        self.ny, self.nx = ny, nx
+        self.object = self.S * self.H * self.W * COMPLEX64
+        self.object_float = self.S * self.H * self.W * FLOAT32
+        self.probe = self.M * self.n * COMPLEX64
+        self.pattern = self.n * FLOAT32
+        self.patterns = scan.nbytes_float32
+        self.lazy = not isinstance(scan.data, np.ndarray)
+        source = np.dtype(getattr(scan.data, "dtype", np.float32))
+        # Reading N patterns: a lazy file array goes through rows, their selection and the reordered copy
+        # (three copies in its own dtype), a NumPy array through one fancy-indexed copy; either is then
+        # converted to float32 (no copy when it already is) and transposed when the detector is.
+        copies = 3 if self.lazy else 1
+        convert = 0 if source == np.float32 else 1
+        self.read_factor = copies * source.itemsize / FLOAT32 + convert + (1 if scan.detector_transpose else 0)
+        self.row = (scan.data.shape[1] if len(scan.data.shape) == 4 else 1) * self.n * source.itemsize
+        self.threads = threads
+        self.tilt = config.refine_tilt_from >= 0
+        self.refine_probe = config.refine_probe_from >= 0
+        self.search = search_candidates(scan, config)
+        self.device = device
+        self.config = config
+
+    def read_bytes(self, count: int) -> int:
+        """Peak bytes of reading ``count`` patterns (the copies a read makes, plus whole scan rows from a file)."""
+        rows = 2 * self.row if self.lazy else 0
+        return int(count * self.pattern * self.read_factor) + rows
+
+
+def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[MemoryComponent], dict]:
+    cfg = z.config
+    held = 0 if streamed else z.patterns
+    comps = [
+        MemoryComponent("patterns (held)", "host", held, "the scan as float32" if held else "streamed from the file"),
+        MemoryComponent("object slices", "host", z.object, f"{z.S} x {z.H} x {z.W} complex64"),
+        MemoryComponent("best state", "host", z.object + z.probe, "the state the stopping rule keeps"),
+        MemoryComponent("object gradients", "host", 2 * z.object, "this batch's and the previous batch's"),
+        MemoryComponent("object update work", "host", 2 * z.object_float + z.object,
+                        "constraint: amplitude, scale, product"),
+        MemoryComponent("probe modes", "host", 4 * z.probe, "probe, gradient, step, orthogonalisation"),
+        MemoryComponent("positions", "host", z.N * (4 * 2 * 8 + 8),
+                        "refined, nominal, momentum, best; loss per position"),
+        MemoryComponent("data batch", "host", z.read_bytes(batch), f"{batch} patterns per step"),
+    ]  # fmt: skip
+    if z.device == "cpu":
+        t, S, M, plane = z.threads, z.S, z.M, z.plane
+        # Every buffer the engine allocates counts, written or not: whether never-written pages become
+        # resident depends on where the allocator places them (reused heap pages are).
+        wave_planes = 2 * S * M + M + 3
+        comps.append(MemoryComponent(
+            "engine work buffers", "host", t * (wave_planes * plane + plane), f"{t} threads x ({wave_planes} planes)"))
+        chunk = max(16, 4 * t)
+        per_chunk = chunk * (S + (M if z.refine_probe else 0)) * plane
+        comps.append(MemoryComponent(
+            "engine chunk buffers", "host", per_chunk + (2 * M + 1) * plane, f"gradient windows of {chunk} positions"))
+    if z.search:
+        comps.append(MemoryComponent(
+            "position search", "host", z.search * (z.pattern + 8), f"{z.search} candidates of one stuck position"))
+    comps.append(MemoryComponent("code and runtime", "host", RUNTIME_BYTES,
+                                 "native code paged in, modules imported at first use"))
+    kz = cfg.kz_strength == "auto" or cfg.kz_strength > 0
+    tv = cfg.tv_weight == "auto" or cfg.tv_weight > 0
+    largest_block = 2 * z.object if kz else z.object  # the kz filter's spectra are complex128
+    comps.append(MemoryComponent("allocator retention", "host", min(2 * largest_block, ALLOCATOR_RETENTION_CAP),
+                                 "freed blocks the C allocator keeps for reuse"))  # fmt: skip
+    named = {c.name: c.bytes for c in comps}
+    fixed = sum(named.get(k, 0) for k in ("probe modes", "positions", "engine work buffers", "engine chunk buffers",
+                                          "code and runtime", "allocator retention"))  # fmt: skip
+    O = z.object
+    # Host peak of each phase: what is alive together (see the module docstring).
+    iterate_work = max(
+        2 * O + named["data batch"],  # the native call: this batch's and the previous batch's object gradient
+        O + named["object update work"] if cfg.object_constraint != "none" else O,  # after each iteration
+        O + named.get("position search", 0),
+    )
+    # The regularisers' own temporaries (measured with tracemalloc on regularise.py): the kz filter's log
+    # object, float64 weight and complex128 spectra take 8 object stacks at once, the TV step's float32
+    # phase, amplitude, gradients and divergence 6.
+    if kz:
+        iterate_work = max(iterate_work, O + 8 * O)
+    if tv:
+        iterate_work = max(iterate_work, O + 6 * O)
+    state = named["object slices"] + named["best state"]
+    load = 2 * O + (z.read_bytes(z.N) if not streamed else 0)
+    if "auto" in (cfg.kz_strength, cfg.tv_weight):
+        load += held + 2 * O  # the previous trial engine is still referenced while the next one loads
+    # Checking reads CHECK_CHUNK patterns at a time; the previous chunk is still referenced during a read.
+    chunk = min(CHECK_CHUNK, z.N)
+    previous = min(chunk, z.N - chunk) * z.pattern
+    phases = {
+        "check": z.read_bytes(chunk) + previous + chunk * z.n + RUNTIME_BYTES,
+        "load": load + fixed,
+        "iterate": held + state + iterate_work + fixed,
+        # The best state restored as a copy, the result's copy of the slices and the summed phase.
+        "finish": held + fixed + state + O + z.object_float,
+    }
+    return comps, {k: int(v) for k, v in phases.items()}
+
+
+def _cuda_components(z: _Sizes, batch: int, free: float) -> tuple[list[MemoryComponent], int, int]:
+    calls = max(batch, z.search, CURVATURE_SAMPLE)
+    stack = z.M * z.n * COMPLEX64
+    waves = z.S + (z.S - 1 if z.tilt else 0)
+    shifted = 1 if z.config.likelihood == "poisson" else 0
+    per_position = stack * (waves + 3) + z.n * FLOAT32 * (3 + shifted) + (z.ny + z.nx) * COMPLEX64 + 16
+    call_bytes = 2 * z.object + 3 * z.probe + z.n * (COMPLEX64 + 1) + calls * (8 + 16 + 16 + 16)
+    fit = int(CUDA_MEMORY_SHARE * max(free - call_bytes, 0) / (per_position + stack))
+    chunk = max(1, min(CUDA_MAX_CHUNK, calls, fit))
+    comps = [
+        MemoryComponent("object and gradient (GPU)", "device", 2 * z.object, "copied in each call"),
+        MemoryComponent("probe and per-call tables (GPU)", "device", call_bytes - 2 * z.object, ""),
+        MemoryComponent("chunk buffers (GPU)", "device", chunk * per_position, f"{chunk} positions per chunk"),
+        MemoryComponent("cuFFT work area (GPU)", "device", chunk * stack, "at most one more stack"),
+    ]
+    return comps, chunk, call_bytes + per_position + stack
+
+
+def plan(scan: PtychoScan, config: PtychoConfig, device: str | None = None, *, host_available_bytes: int | None = None,
+         device_free_bytes: int | None = None) -> MemoryPlan:  # fmt: skip
+    """Plan the memory of ``reconstruct(scan, config)`` on ``device`` (default ``config.device``).
+
+    Budgets: ``config.host_budget_bytes`` / ``config.device_budget_bytes``, or where "auto", 80 % of
+    ``host_available_bytes`` (default: the RAM available now) / ``device_free_bytes`` (default: the free
+    memory of the current GPU; give it to plan for a GPU this machine does not have). Resolves
+    ``batch_size="auto"`` (the largest of 64, 32, ... 1 that fits) and ``memory_budget_bytes="auto"`` (the
+    patterns are held when the run fits with them, else streamed). Does not raise when the run does not
+    fit: see :meth:`MemoryPlan.require_fit`."""
+    if not isinstance(scan, PtychoScan):
+        raise TypeError(f"scan: expected an mspt.ptycho.PtychoScan, got {type(scan).__name__}")
+    if not isinstance(config, PtychoConfig):
+        raise TypeError(f"config: expected an mspt.ptycho.PtychoConfig, got {type(config).__name__}")
+    device = config.device if device is None else device
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    host_budget = config.host_budget_bytes
+    if host_budget == "auto":
+        available = available_ram_bytes() if host_available_bytes is None else int(host_available_bytes)
+        host_budget = int(AUTO_BUDGET_SHARE * available)
+    device_budget, free = None, 0.0
+    if device == "cuda":
+        if device_free_bytes is None and config.device_budget_bytes == "auto":
+            device_free_bytes = free_device_bytes()
+        if device_free_bytes is not None:
+            free = float(device_free_bytes)
+        else:  # a budget given, no device to ask: plan as if the budget were the usual share of what is free
+            free = config.device_budget_bytes / AUTO_BUDGET_SHARE
+        device_budget = config.device_budget_bytes
+        if device_budget == "auto":
+            device_budget = int(AUTO_BUDGET_SHARE * free)
+    z = _Sizes(scan, config, device, native_threads(config) if device == "cpu" else 1)
+
+    def make(batch: int, streamed: bool, patterns_budget: int) -> MemoryPlan:
+        comps, phases = _host_components(z, batch, streamed)
+        chunk, device_peak, device_floor = 0, 0, 0
+        if device == "cuda":
+            device_comps, chunk, device_floor = _cuda_components(z, batch, free)
+            comps += device_comps
+            device_peak = sum(c.bytes for c in device_comps)
+        return MemoryPlan(
+            device=device, batch_size=batch, patterns_streamed=streamed, patterns_budget_bytes=int(patterns_budget),
+            host_peak_bytes=max(phases.values()), host_budget_bytes=int(host_budget),
+            device_peak_bytes=int(device_peak),
+            device_floor_bytes=int(device_floor),
+            device_budget_bytes=device_budget, host_phases=phases, cuda_chunk=chunk,
+            components=tuple(sorted((c for c in comps if c.bytes > 0), key=lambda c: -c.bytes)),
+            object_shape=(z.S, z.H, z.W), threads=z.threads, n_positions=z.N, pattern_shape=(z.ny, z.nx),
+        )  # fmt: skip
+
+    batches = [config.batch_size] if config.batch_size != "auto" else _halvings(PREFERRED_BATCH)
+    candidates = []
+    for batch in batches:
+        if config.memory_budget_bytes == "auto":
+            # Patterns are held when the run fits with them; what the host budget leaves for them (beside
+            # the rest of the run) is what memory_budget_bytes resolves to.
+            streamed = make(batch, True, 1)
+            left = host_budget - streamed.host_peak_bytes
+            held = make(batch, False, max(left, z.patterns))
+            candidate = held if held.fits else make(batch, True, max(1, min(left, z.patterns - 1)))
+        else:
+            candidate = make(batch, z.patterns > config.memory_budget_bytes, config.memory_budget_bytes)
+        candidates.append(candidate)
+        if candidate.fits:
+            return candidate
+    return candidates[-1]
+
+
+def _halvings(start: int) -> list[int]:
+    out = [start]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out
+
+
+def resolved_config(config: PtychoConfig, memory_plan: MemoryPlan) -> PtychoConfig:
+    """``config`` with "auto" batch size and pattern budget replaced by the plan's choices."""
+    changes = {}
+    if config.batch_size == "auto":
+        changes["batch_size"] = memory_plan.batch_size
+    if config.memory_budget_bytes == "auto":
+        changes["memory_budget_bytes"] = memory_plan.patterns_budget_bytes
+    return config.replace(**changes) if changes else config
+
+
+# -- reading it ------------------------------------------------------------------------------------------
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_plan(p: MemoryPlan) -> str:
+    """A readable table of the plan: the components, the peak of each phase, the budgets and the choices."""
+    S, H, W = p.object_shape
+    lines = [
+        f"memory plan ({p.device}): {p.n_positions} positions of {p.pattern_shape[0]}x{p.pattern_shape[1]} px, "
+        f"object {S} x {H} x {W}, batch {p.batch_size}"
+        + (f", {p.threads} CPU threads" if p.device == "cpu" else f", {p.cuda_chunk} positions per GPU chunk"),
+        f"patterns: {'streamed from the file in batches' if p.patterns_streamed else 'held in memory'}",
+        f"{'component':<34}{'where':<8}{'size':>12}  note",
+    ]
+    for c in p.components:
+        lines.append(f"{c.name:<34}{c.where:<8}{_size(c.bytes):>12}  {c.note}")
+    phases = ", ".join(f"{k} {_size(v)}" for k, v in p.host_phases.items())
+    lines.append(f"host peak   {_size(p.host_peak_bytes):>10} of {_size(p.host_budget_bytes)} budget  ({phases}); "
+                 f"{_size(p.host_peak_low_bytes)} when the allocator returns freed blocks at once")
+    if p.device == "cuda":
+        lines.append(f"device peak {_size(p.device_peak_bytes):>10} (at least {_size(p.device_floor_bytes)}) of "
+                     f"{_size(p.device_budget_bytes)} budget")  # fmt: skip
+    lines.append("fits" if p.fits else "DOES NOT FIT")
+    return "\n".join(lines)
+
+
+def _shortfall_message(p: MemoryPlan) -> str:
+    where = []
+    if p.host_peak_bytes > p.host_budget_bytes:
+        where.append(f"host peak {_size(p.host_peak_bytes)} > budget {_size(p.host_budget_bytes)}")
+    if p.device_budget_bytes is not None and p.device_floor_bytes > p.device_budget_bytes:
+        where.append(f"GPU needs at least {_size(p.device_floor_bytes)} > budget {_size(p.device_budget_bytes)}")
+    largest = ", ".join(f"{c.name} {_size(c.bytes)} ({c.where})" for c in p.components[:4])
+    advice = [
+        "fewer probe modes (probe_modes: work buffers scale with modes x slices)",
+        "a smaller batch (batch_size, or \"auto\")" if p.batch_size > 1 else "",
+        "bin the detector 2x2 (patterns and work buffers / 4)",
+        "stream the patterns from their file (memory_budget_bytes below the scan's size, or \"auto\")"
+        if not p.patterns_streamed else "",
+        "fewer slices or a smaller field of view (the object stack)",
+        "fewer CPU threads (threads)" if p.device == "cpu" and p.threads > 1 else "",
+    ]
+    return (
+        "the reconstruction does not fit in memory even at its smallest setting (" + "; ".join(where) + "). "
+        f"Largest parts: {largest}. To fit it: " + "; ".join(a for a in advice if a) + ".\n" + format_plan(p)
+    )

@@ -1,0 +1,179 @@
+"""The pipeline end to end (`mspt.run`, `mspt run`): outputs, the projections' frame, refusal to overwrite,
+resume after SIGKILL, and Dask fan-out surviving a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import pipeline_data
+
+pytest.importorskip("abtem")
+
+import mspt  # noqa: E402
+from mspt.pipeline.fanout import run_jobs, tilt_jobs  # noqa: E402
+from mspt.ptycho import PtychoConfig, load_result  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    return folder, pipeline_data.tiny_series(folder)
+
+
+@pytest.fixture(scope="module")
+def finished_run(series):
+    folder, path = series
+    config = pipeline_data.tiny_config(folder, path, folder / "reference")
+    return folder, config, mspt.run(config, progress=False)
+
+
+def _centre_crop(image, shape):
+    y0 = image.shape[0] // 2 - shape[0] // 2
+    x0 = image.shape[1] // 2 - shape[1] // 2
+    return image[y0 : y0 + shape[0], x0 : x0 + shape[1]]
+
+
+def _band_limited(image, fraction=2 / 3):
+    """What the data can hold: the multislice band limit, 2/3 of the grid's Nyquist frequency."""
+    ky = np.fft.fftfreq(image.shape[0])[:, None]
+    kx = np.fft.fftfreq(image.shape[1])[None, :]
+    return np.fft.ifft2(np.fft.fft2(image) * (np.hypot(ky, kx) <= fraction / 2)).real
+
+
+def _pearson(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_run_writes_the_results_schema_and_projections_in_the_rotation_frame(finished_run, series, measured):
+    folder, _, result = finished_run
+    _, path = series
+    with h5py.File(result.results_path, "r") as f:
+        assert sorted(f["ptycho"].keys()) == ["000", "001", "002"]
+        phase = f["projections/phase"][()]
+        assert f["tomo/volume"].ndim == 3 and f["tomo/rotation"].shape == (3, 3, 3)
+        assert f["analysis/resolution_A"].shape == (3,)
+        assert "config_toml" in f.attrs
+    assert load_result(result.results_path, 1).slices.shape[0] == 2
+    # Each projection (the summed phase on the common grid) against the simulation's own projected potential
+    # of that tilt, cropped about the rotation centre: the frame is right only if they line up.
+    with h5py.File(path, "r") as f:
+        truth = f["truth/projected_potential_VA"][()] * f["truth"].attrs["interaction_rad_per_VA"]
+    worst = 1.0
+    for t in range(phase.shape[0]):
+        reference = _centre_crop(_band_limited(truth[t]), phase.shape[1:])
+        r = _pearson(phase[t], reference)
+        worst = min(worst, r)
+        # The frame is right to a pixel (0.25 A): every one-pixel shift of the truth correlates worse.
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            assert _pearson(phase[t], np.roll(reference, (dy, dx), axis=(0, 1))) < r
+    measured("pipeline", "projection vs truth r (worst tilt, 4 iterations)", worst, 0.75, ">")
+    assert worst > 0.75
+    for name in ("projections", "tomo", "resolution"):
+        assert result.reports[name].exists()
+    assert result.exports["volume"].exists()
+
+
+def test_a_finished_run_is_not_overwritten_and_resume_does_no_work(finished_run):
+    folder, config, result = finished_run
+    before = result.results_path.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="output.dir"):
+        mspt.run(config, progress=False)
+    again = mspt.run(config, resume=True, progress=False)
+    assert again.timings["tomo"] == 0.0
+    with h5py.File(again.results_path, "r") as f:
+        assert f["tomo/volume"].shape == h5py.File(result.results_path, "r")["tomo/volume"].shape
+    assert result.results_path.stat().st_mtime_ns >= before
+
+
+def test_resume_with_another_configuration_is_refused(finished_run, series):
+    folder, config, result = finished_run
+    changed = folder / "changed.toml"
+    changed.write_text(config.read_text().replace("iterations = 4", "iterations = 5"))
+    with pytest.raises(ValueError, match="different configuration"):
+        mspt.run(changed, resume=True, progress=False)
+
+
+def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(series, measured):
+    folder, path = series
+    # The reference: the same command, uninterrupted, in a process of its own like the killed one. FFTW's
+    # default planner times candidate algorithms, so two processes may round differently in the last bit;
+    # planning by estimate makes every process choose alike, and then resuming must change nothing at all.
+    env = dict(os.environ, MSPT_FFTW_PLANNER="estimate")
+    reference_config = pipeline_data.tiny_config(folder, path, folder / "uninterrupted")
+    done = subprocess.run([sys.executable, "-m", "mspt.cli", "run", str(reference_config), "--quiet"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    reference_results = folder / "uninterrupted" / "results.h5"
+    out = folder / "killed"
+    config = pipeline_data.tiny_config(folder, path, out)
+    command = [sys.executable, "-m", "mspt.cli", "run", str(config), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # Kill it hard once the first tilt has landed and the second is under way.
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "work" / "ptycho_001.checkpoint.h5").exists():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {process.stderr.read().decode()}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "ptycho" / "ptycho_002.h5").exists()
+    leftovers = [p.name for p in out.rglob("*.tmp")]
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    with h5py.File(out / "results.h5", "r") as f, h5py.File(reference_results, "r") as g:
+        volume, expected = f["tomo/volume"][()], g["tomo/volume"][()]
+        for t in range(3):
+            np.testing.assert_array_equal(f[f"ptycho/{t:03d}/object"][()], g[f"ptycho/{t:03d}/object"][()])
+    difference = float(np.abs(volume - expected).max() / np.abs(expected).max())
+    measured("pipeline", "resumed vs uninterrupted volume (max rel.)", difference, 1e-6)
+    assert difference < 1e-6
+    # A killed write leaves at most a temporary file, never a half-written result (none is read back).
+    assert all(name.endswith(".tmp") for name in leftovers)
+
+
+def test_dask_fan_out_survives_a_killed_worker(series, tmp_path, measured):
+    distributed = pytest.importorskip("distributed")
+    folder, path = series
+    config = PtychoConfig(n_slices=2, slice_thickness_A=6.0, iterations=6, stop="fixed", validation_fraction=0.0,
+                          threads=1, progress=False)  # fmt: skip
+    serial_dir, dask_dir = tmp_path / "serial", tmp_path / "dask"
+    serial = tilt_jobs(path, range(3), config, serial_dir, lambda i: serial_dir / f"{i}.h5", checkpoint_every=1)
+    run_jobs(serial)
+    jobs = tilt_jobs(path, range(3), config, dask_dir, lambda i: dask_dir / f"{i}.h5", checkpoint_every=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            killed = []
+
+            def kill_a_busy_worker():
+                deadline = time.time() + 120
+                while time.time() < deadline and not killed:
+                    busy = [w for w, tasks in client.processing().items() if tasks]
+                    if busy and any(dask_dir.glob("*.checkpoint.h5")):
+                        pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=kill_a_busy_worker, daemon=True)
+            watcher.start()
+            outputs = run_jobs(jobs, scheduler=cluster.scheduler_address)
+            watcher.join()
+    assert killed, "no worker was killed mid-tilt"
+    # Worker processes plan their FFTs afresh (FFTW times candidate algorithms), so they may round
+    # differently from this process in the last bits: equal to float32 precision, not bit for bit.
+    worst = 0.0
+    for index, output in enumerate(outputs):
+        a, b = load_result(output, index), load_result(serial_dir / f"{index}.h5", index)
+        worst = max(worst, float(np.abs(a.slices - b.slices).max()))
+    measured("pipeline", "dask (worker killed) vs serial, max |object diff|", worst, 1e-5)
+    assert worst < 1e-5
