@@ -6,13 +6,13 @@ backward. Engine and floor are timed alternately in the same run; the ratio is t
 """
 
 import os
-import time
 
 import numpy as np
 import pytest
 
 import mspt
 from mspt import _backend, ops
+from timing import best_of  # noqa: E402
 
 pyfftw = pytest.importorskip("pyfftw")
 
@@ -23,15 +23,6 @@ THREADS = os.cpu_count()
 def batch_for(n: int, s: int, m: int) -> int:
     # Enough positions to fill the cores, few enough that a round stays short on a laptop.
     return max(4 * THREADS, int(4096 * 64 * 64 // (n * n * s * m)))
-
-
-def best_of(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def make_case(n, s, m, rng):

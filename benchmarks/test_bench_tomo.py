@@ -20,6 +20,7 @@ import pytest
 
 from mspt.ops import backproject, project, tilt_series_rotations
 from mspt.tomo import TomoConfig, reconstruct
+from timing import best_of  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from test_tomo_phantom import blob_positions, blob_projections, perturbed_poses, pose_errors  # noqa: E402
@@ -28,15 +29,6 @@ SIZES = [128, pytest.param(256, marks=pytest.mark.skipif(not os.environ.get("MSP
                                                           reason="set MSPT_BENCH_LARGE=1 for 256^3"))]  # fmt: skip
 POSES = 36
 THREADS = os.cpu_count()
-
-
-def best_of(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def smooth_random_volume(n: int, rng) -> np.ndarray:

@@ -16,13 +16,13 @@ positions. Three versions of that step are timed alternately (best of several ro
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 
 import mspt
 from mspt import ops
+from timing import best_of  # noqa: E402
 
 torch = pytest.importorskip("torch")
 mt = pytest.importorskip("mspt.torch")
@@ -57,15 +57,6 @@ def plain_torch_model(slices: torch.Tensor, probe: torch.Tensor, positions: torc
             psi = torch.fft.ifft2(torch.fft.fft2(psi) * propagator)
     far = torch.fft.fft2(psi, norm="ortho")
     return torch.fft.fftshift((far.real**2 + far.imag**2) * band, dim=(-2, -1))
-
-
-def best_of(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def wrapper_cost_s() -> float:

@@ -31,7 +31,7 @@ progress = false
 enabled = {denoise}
 progress = false
 [tomo]
-voxel_size_A = 0.8
+voxel_size_A = 0.5
 levels = [2, 1]
 iterations = [3, 3]
 align_rotation_from = -1

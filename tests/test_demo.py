@@ -35,6 +35,6 @@ def test_demo_reconstructs_the_nanocube_atoms(tmp_path, measured):
     cation_found = measured("demo", "Sr/Ti sites found (fraction)", found[cations].mean(), 0.99, ">")
     cation_rms = measured("demo", "Sr/Ti position error rms (A)", np.sqrt(np.mean(error[cations & found] ** 2)), 0.1)
     oxygen_found = measured("demo", "O sites found (fraction)", found[elements == "O"].mean(), 0.8, ">")
-    oxygen_rms = measured("demo", "O position error rms (A)", np.sqrt(np.mean(error[(elements == "O") & found] ** 2)), 0.3)
+    oxygen_rms = measured("demo", "O position error rms (A)", np.sqrt(np.mean(error[(elements == "O") & found] ** 2)), 0.4)
     assert cation_found > 0.99 and cation_rms < 0.1
-    assert oxygen_found > 0.8 and oxygen_rms < 0.3
+    assert oxygen_found > 0.8 and oxygen_rms < 0.4

@@ -177,3 +177,22 @@ def test_dask_fan_out_survives_a_killed_worker(series, tmp_path, measured):
         worst = max(worst, float(np.abs(a.slices - b.slices).max()))
     measured("pipeline", "dask (worker killed) vs serial, max |object diff|", worst, 1e-5)
     assert worst < 1e-5
+
+
+def test_bad_runs_are_refused_before_any_work_with_the_field_named(tmp_path):
+    from mspt.pipeline.sequential import _check_tomo_memory
+    from mspt.tomo import TomoConfig
+
+    missing = tmp_path / "missing.toml"
+    missing.write_text('[input]\ntiltseries = "nowhere.h5"\n[output]\ndir = "out"\n')
+    with pytest.raises((FileNotFoundError, ValueError), match="nowhere.h5"):
+        mspt.run(missing, progress=False)
+    assert not (tmp_path / "out" / "results.h5").exists()
+    # A misspelt key through the command line: exit status 1 and the key path with a suggestion.
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[input]\ntiltseries = "x.h5"\n[ptycho]\nn_slice = 4\n')
+    cli = subprocess.run([sys.executable, "-m", "mspt.cli", "run", str(typo)], capture_output=True, text=True)
+    assert cli.returncode == 1 and "ptycho.n_slice" in cli.stderr and "n_slices" in cli.stderr
+    # A volume that cannot fit: MemoryError with the numbers and what to change.
+    with pytest.raises(MemoryError, match="voxel_size_A"):
+        _check_tomo_memory((36, 512, 512), 0.1, TomoConfig(volume_shape=(4096, 4096, 4096)))

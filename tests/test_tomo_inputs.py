@@ -68,6 +68,8 @@ def test_config_must_be_a_tomo_config():
         (dict(threads=0), "threads"),
         (dict(checkpoint_every=2), "checkpoint_path"),
         (dict(joint_damping=-1.0), "joint_damping"),
+        (dict(pose_trust_region="yes"), "pose_trust_region"),
+        (dict(rotation_prior_deg=0.0), "rotation_prior_deg"),
     ],
 )
 def test_bad_settings_name_the_field(settings, field):

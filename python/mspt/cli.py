@@ -72,8 +72,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _print_outputs(result) -> None:
     print(f"results: {result.results_path}")
-    for name, path in {**result.reports, **result.exports}.items():
-        print(f"  {name:12s} {path}")
+    for name, path in result.reports.items():
+        print(f"  report {name:12s} {path}")
+    for name, path in result.exports.items():
+        print(f"  export {name:12s} {path}")
     if result.resolution_A is not None:
         z, y, x = result.resolution_A
         print(f"resolution (z, y, x): {z:.2f}, {y:.2f}, {x:.2f} A")

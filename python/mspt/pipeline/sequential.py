@@ -22,7 +22,6 @@ import pathlib
 import time
 import warnings
 
-import h5py
 import numpy as np
 
 from .. import __version__
@@ -63,24 +62,25 @@ def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None
     config = _with_overrides(config, out=out, overwrite=overwrite, scheduler=scheduler, device=device)
     out_dir = pathlib.Path(config.output.dir)
     store = ResultsStore(out_dir / RESULTS_NAME)
-    _prepare_output(out_dir, store, config, resume)
-    handler = _log_to(out_dir / "mspt.log")
     timings: dict = {}
-    try:
-        log.info("mspt %s: run in %s (resume=%s)", __version__, out_dir, resume)
-        store.write_root_attrs(config_toml=to_toml(config), version=__version__, started=_now())
-        with _open_series(config) as series:
-            timings["ptycho"] = _timed(lambda: _ptycho_stage(config, series, store, out_dir, progress and config.run.progress))
+    with _open_series(config) as series:  # the input is checked before anything is written
+        _prepare_output(out_dir, store, config, resume)
+        handler = _log_to(out_dir / "mspt.log")
+        try:
+            log.info("mspt %s: run in %s (resume=%s)", __version__, out_dir, resume)
+            store.write_root_attrs(config_toml=to_toml(config), version=__version__, started=_now())
+            shown = progress and config.run.progress
+            timings["ptycho"] = _timed(lambda: _ptycho_stage(config, series, store, out_dir, shown))
             started = time.perf_counter()
-            projections, pixel = _projection_stage(config, store, out_dir, progress and config.run.progress)
+            projections, pixel = _projection_stage(config, store, out_dir, shown)
             timings["projections"] = time.perf_counter() - started
-            tomo_result, timings["tomo"] = _tomo_stage(config, series, store, out_dir, projections, pixel, progress)
-        analysis, timings["analysis"] = _analysis_stage(config, store, out_dir, tomo_result)
-        store.write_root_attrs(finished=_now())
-        log.info("finished: %s", store.path)
-    finally:
-        logging.getLogger("mspt").removeHandler(handler)
-        handler.close()
+            tomo_result, timings["tomo"] = _tomo_stage(config, series, store, out_dir, projections, pixel, shown)
+            analysis, timings["analysis"] = _analysis_stage(config, store, out_dir, tomo_result)
+            store.write_root_attrs(finished=_now())
+            log.info("finished: %s", store.path)
+        finally:
+            logging.getLogger("mspt").removeHandler(handler)
+            handler.close()
     return PipelineResult(
         out_dir=out_dir, results_path=store.path, reports=store.reports, exports=store.exports, timings=timings,
         resolution_A=analysis.get("resolution_A"), atoms_found_fraction=analysis.get("found_fraction"),
@@ -149,6 +149,7 @@ def _tomo_stage(config, series, store: ResultsStore, out_dir, projections, pixel
         checkpoint_every=config.tomo.checkpoint_every or config.run.checkpoint_every,
         progress=config.tomo.progress and config.run.progress and progress,
     )
+    _check_tomo_memory(projections.shape, pixel, tomo_config)
     started = time.perf_counter()
     result = reconstruct(projections, series.rotations, pixel_size_A=pixel, config=tomo_config, resume=True)
     seconds = time.perf_counter() - started
@@ -186,6 +187,33 @@ def _analysis_stage(config, store: ResultsStore, out_dir: pathlib.Path, tomo_res
     log.info("analysis: resolution (z, y, x) = %s A; %s", summary["resolution_A"],
              f"{100 * summary['found_fraction']:.1f} % of sites found" if fit is not None else "no structure given")  # fmt: skip
     return summary, time.perf_counter() - started
+
+
+def tomo_memory_bytes(projection_shape, pixel_size_A: float, config) -> int:
+    """Host memory of the tomography stage at its finest level (mspt.tomo.reconstruct's docstring): about 7
+    float32 volumes and 12 projection stacks, the Jacobian's in float64 (counted at 8 bytes each)."""
+    t, py, px = projection_shape
+    voxel = pixel_size_A if config.voxel_size_A == "auto" else float(config.voxel_size_A)
+    if config.volume_shape == "auto":
+        ny, nx = (max(1, round(n * pixel_size_A / voxel)) for n in (py, px))
+        volume = nx * ny * nx
+    else:
+        volume = int(np.prod(config.volume_shape))
+    return 7 * 4 * volume + 12 * 8 * t * py * px
+
+
+def _check_tomo_memory(projection_shape, pixel_size_A: float, config) -> None:
+    from ..ptycho.memory import available_ram_bytes
+
+    need = tomo_memory_bytes(projection_shape, pixel_size_A, config)
+    have = available_ram_bytes()
+    log.info("tomo: needs about %.2f GB of the %.2f GB available", need / 1e9, have / 1e9)
+    if need > 0.8 * have:
+        raise MemoryError(
+            f"tomo: the volume and projections need about {need / 1e9:.1f} GB, more than 80 % of the "
+            f"{have / 1e9:.1f} GB available; set [tomo] voxel_size_A larger, volume_shape smaller, or run on "
+            "a machine with more memory"
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------------------

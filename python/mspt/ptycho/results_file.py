@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 
 import h5py
 import numpy as np
+
+from ..io.atomic import atomic_path
 
 from .config import PtychoConfig
 from .result import PtychoResult
@@ -37,39 +36,29 @@ def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = 
     """Write ``result`` as group ``ptycho/{tilt:03d}`` of the results file at ``path`` (created if absent)."""
     path = pathlib.Path(path)
     group_name = f"ptycho/{int(tilt):03d}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.exists():
-            shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            if group_name in f:
-                if not overwrite:
-                    raise FileExistsError(f"{path}: {group_name} already exists; pass overwrite=True to replace it")
-                del f[group_name]
-            g = f.create_group(group_name)
-            for name, field in ARRAYS.items():
-                value = getattr(result, field)
-                if value is not None:
-                    g.create_dataset(name, data=np.asarray(value))
-            g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
-            g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
-            g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
-            g.attrs["stop_reason"] = result.stop_reason
-            g.attrs["iterations_run"] = int(result.iterations_run)
-            g.attrs["best_iteration"] = int(result.best_iteration)
-            g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
-            g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
-            g.attrs["timings"] = json.dumps(result.timings)
-            g.attrs["warnings"] = json.dumps([list(w) for w in result.warnings])
-            if result.frc is not None:
-                g.attrs["frc_resolution_A"] = float(result.frc_resolution_A)
-                g.attrs["frc"] = json.dumps(result.frc)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, name="path", copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
+        if group_name in f:
+            if not overwrite:
+                raise FileExistsError(f"{path}: {group_name} already exists; pass overwrite=True to replace it")
+            del f[group_name]
+        g = f.create_group(group_name)
+        for name, field in ARRAYS.items():
+            value = getattr(result, field)
+            if value is not None:
+                g.create_dataset(name, data=np.asarray(value))
+        g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
+        g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
+        g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
+        g.attrs["stop_reason"] = result.stop_reason
+        g.attrs["iterations_run"] = int(result.iterations_run)
+        g.attrs["best_iteration"] = int(result.best_iteration)
+        g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
+        g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
+        g.attrs["timings"] = json.dumps(result.timings)
+        g.attrs["warnings"] = json.dumps([list(w) for w in result.warnings])
+        if result.frc is not None:
+            g.attrs["frc_resolution_A"] = float(result.frc_resolution_A)
+            g.attrs["frc"] = json.dumps(result.frc)
 
 
 def load_result(path, tilt: int = 0) -> PtychoResult:

@@ -47,7 +47,8 @@ class TomoConfig:
     """Settings of :func:`mspt.tomo.reconstruct`.
 
     Geometry
-        volume_shape : (Z, Y, X) of the full-resolution volume, or "auto": (X, Y, X) of the projections.
+        volume_shape : (Z, Y, X) of the full-resolution volume, or "auto": the projections' field of view (X, Y, X)
+            at the volume's voxel size.
         voxel_size_A : full-resolution voxel size (A), or "auto": the projections' pixel size.
     Schedule
         levels : pyramid downsampling factors, coarsest first; the last is normally 1 (full resolution).
@@ -67,9 +68,9 @@ class TomoConfig:
         pose_trust_region : where rotations are refined, judge each tilt's pose step after the next volume
             solve against the same solve at the poses before it: a step that does not lower the tilt's misfit
             plus a prior on its rotation (below) is undone and the tilt's Levenberg-Marquardt damping raised
-            tenfold (lowered threefold after an accepted step). It stops the drift of rotations on crystalline
-            data, whose projections are self-similar under small rotations. Costs one more volume solve per
-            outer step at those levels.
+            tenfold (lowered threefold after an accepted step). It curbs the drift of rotations on crystalline
+            data, whose projections are self-similar under small rotations (not fully: degrees remain). Costs
+            one more volume solve per outer step at those levels; off by default (it helps little on the demo data).
         rotation_prior_deg : expected size of the rotation errors (deg): the standard deviation of a Gaussian
             prior on each rotation's deviation from its input pose, weighed against the misfit in units of
             the tilt's residual variance (:class:`mspt.tomo.pose_update.PoseTrial`).
@@ -112,7 +113,7 @@ class TomoConfig:
     pose_smoothing_px: float = 1.0
     pose_solver: str = "gauss_newton"
     pose_momentum: float = 0.5
-    pose_trust_region: bool = True
+    pose_trust_region: bool = False
     rotation_prior_deg: float = 1.0
     joint_iterations: int = 10
     joint_damping: float = 0.3

@@ -130,14 +130,15 @@ class PoseTrial:
     better (lattice fringes are self-similar under small rotations) may not fit the data better once the
     volume has followed. Holds each tilt's pose before the step and the volume and model there, so that the
     step's outcome is compared with the same volume iterations run at the old poses (a paired comparison:
-    the volume's own progress cancels).
+    the volume's own progress cancels, though not the difference in how fast it converges at either pose).
 
     A step of tilt t is kept when it lowers that tilt's misfit plus a Gaussian prior on the rotation's
     deviation w_t from the input pose, in units of the tilt's residual variance s_t^2 (mean square of the
     residual per pixel at the poses before the step: noise and model error together):
         m_t + s_t^2 |w_t|^2 / (2 sigma_w^2),
-    so a rotation away from the input pose is made only where the data support it by more than noise-fitting
-    would; ``sigma_w`` is the expected size of the rotation errors."""
+    so a rotation away from the input pose has to pay for itself in misfit; ``sigma_w`` is the expected size of
+    the rotation errors. On crystals it curbs the drift of the rotations from correct poses, but does not stop
+    it (tests/test_tomo_crystal.py)."""
 
     rotation: np.ndarray  # (T, 3, 3) poses before the step
     shifts_A: np.ndarray  # (T, 2)

@@ -89,8 +89,10 @@ def _check_inputs(projections, rotation, shifts_A, pixel_size_A, config):
 def _geometries(config: TomoConfig, projection_shape, pixel_A: float) -> list[LevelGeometry]:
     """The pyramid's levels, then the full-resolution grid of the final pass."""
     py, px = projection_shape
-    shape = (px, py, px) if config.volume_shape == "auto" else config.volume_shape
     voxel = pixel_A if config.voxel_size_A == "auto" else float(config.voxel_size_A)
+    # "auto": the projections' field of view (x, y) and its width along z, at the volume's voxel size.
+    ny, nx = (max(1, round(n * pixel_A / voxel)) for n in (py, px))
+    shape = (nx, ny, nx) if config.volume_shape == "auto" else config.volume_shape
     out = []
     for f in (*config.levels, 1):
         volume_shape = tuple(-(-n // f) for n in shape)
@@ -112,7 +114,9 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
         would. A new run never replaces an existing checkpoint unless ``overwrite=True``.
 
     Schedule ("default"): pre-alignment of the shifts; then, from the coarsest pyramid level to the finest,
-    outer steps of (warm-started volume solve, Gauss-Newton pose update); the support is built from the
+    outer steps of (warm-started volume solve, Gauss-Newton pose update); where rotations are refined, each
+    tilt's pose step is kept only if the next volume solve, compared with the same solve at the old poses,
+    confirms it against a prior on the rotation (``pose_trust_region``); the support is built from the
     coarsest level's volume; a final full-resolution volume pass with the poses fixed and an optional blur.
     Schedule ("reference"): the published method's Adam schedule through the same operators
     (:mod:`mspt.tomo.reference_schedule`), for comparison.
@@ -122,7 +126,9 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
     Memory: about 7 volumes (Z Y X float32: iterate, previous iterate, momentum point, step, SIRT weights,
     support, one batch's back-projection) plus about 12 projection stacks (T Py Px: data, model, previous
     model, SIRT weights, residual, and in the pose update 3 rotated models and 5 Jacobian columns in float64)
-    at the finest level; e.g. 512^3 with 36 tilts of 512^2: ~3.8 GB + ~1.6 GB. No T x volume intermediate.
+    at the finest level; e.g. 512^3 with 36 tilts of 512^2: ~3.8 GB + ~1.6 GB; the pose trust region adds 3
+    volumes and 2 projection stacks (the volume and model before the step, the control solve). No T x volume
+    intermediate.
     """
     data, rot_in, shifts_in, pixel = _check_inputs(projections, rotation, shifts_A, pixel_size_A, config)
     geometries = _geometries(config, data.shape[1:], pixel)

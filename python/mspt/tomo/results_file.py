@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 
 import h5py
 import numpy as np
+
+from ..io.atomic import atomic_path
 
 from .config import TomoConfig
 from .result import TomoResult
@@ -35,28 +34,18 @@ def save_tomo_result(path, result: TomoResult, overwrite: bool = False) -> pathl
     if not isinstance(result, TomoResult):
         raise TypeError(f"result: expected an mspt.tomo.TomoResult, got {type(result).__name__}")
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.exists():
-            shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            if GROUP in f:
-                if not overwrite:
-                    raise FileExistsError(f"{path}: {GROUP} already exists; pass overwrite=True to replace it")
-                del f[GROUP]
-            g = f.create_group(GROUP)
-            for name, field in ARRAYS.items():
-                g.create_dataset(name, data=np.asarray(getattr(result, field)))
-            g.attrs["voxel_size_A"] = float(result.voxel_size_A)
-            g.attrs["projector_calls"] = float(result.projector_calls)
-            g.attrs["timings"] = json.dumps(result.timings)
-            g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, name="path", copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
+        if GROUP in f:
+            if not overwrite:
+                raise FileExistsError(f"{path}: {GROUP} already exists; pass overwrite=True to replace it")
+            del f[GROUP]
+        g = f.create_group(GROUP)
+        for name, field in ARRAYS.items():
+            g.create_dataset(name, data=np.asarray(getattr(result, field)))
+        g.attrs["voxel_size_A"] = float(result.voxel_size_A)
+        g.attrs["projector_calls"] = float(result.projector_calls)
+        g.attrs["timings"] = json.dumps(result.timings)
+        g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
     return path
 
 

@@ -1,0 +1,15 @@
+"""Wall-clock timing shared by the benchmarks (imported as ``timing``: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import time
+
+
+def best_of(fn, rounds: int) -> float:
+    """The shortest of ``rounds`` wall times of ``fn()`` in seconds: the least disturbed by a noisy machine."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best

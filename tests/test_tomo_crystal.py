@@ -1,0 +1,90 @@
+"""mspt.tomo on crystalline data: a 3x3x3-cell cubic lattice of atom-like blobs (a = 3.9 A, corner and body-centre
+sites), 13 tilts over +-60 degrees, 3 % noise and projections slightly blurrier than the volume's atoms (a
+projection-model mismatch, like ptychography's). The projections of a crystal are nearly self-similar under
+small rotations, so the rotations are weakly determined; a refinement must not wander off correct poses."""
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from mspt.ops import tilt_series_rotations
+from mspt.tomo import TomoConfig, reconstruct
+
+from test_tomo_phantom import blob_projections, perturbed_poses, pose_errors
+
+N, VOXEL_A, SIGMA_A, LATTICE_A = 40, 0.5, 0.55, 3.9
+TILTS_DEG = np.linspace(-60, 60, 13)
+NOISE, BLUR_PX = 0.03, 0.6  # noise std as a fraction of the largest projection value; extra blur of the data
+
+
+def lattice_sites(cells: int, a_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y, z) of the corner sites ((cells + 1)^3, amplitude 1) and body centres (cells^3, amplitude 0.6) of a
+    cube of ``cells`` cubic cells centred on the origin."""
+    corners = np.stack(np.meshgrid(*[np.arange(cells + 1)] * 3, indexing="ij"), -1).reshape(-1, 3) - cells / 2
+    centres = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 3) - (cells - 1) / 2
+    sites = np.concatenate([corners, centres]) * a_A
+    return sites, np.concatenate([np.ones(len(corners)), np.full(len(centres), 0.6)])
+
+
+def crystal_series(rotation, shifts_A, seed: int) -> np.ndarray:
+    sites, amplitudes = lattice_sites(3, LATTICE_A)
+    clean = gaussian_filter(blob_projections(sites, amplitudes, SIGMA_A, rotation, shifts_A, (N, N), VOXEL_A),
+                            (0, BLUR_PX, BLUR_PX))  # fmt: skip
+    return clean + np.random.default_rng(seed).normal(0.0, NOISE * clean.max(), clean.shape)
+
+
+def test_lattice_sites_form_the_stated_crystal():
+    sites, amplitudes = lattice_sites(3, LATTICE_A)
+    assert sites.shape == (64 + 27, 3) and amplitudes.sum() == pytest.approx(64 + 0.6 * 27)
+    assert np.allclose(sites.mean(axis=0), 0.0)
+    distances = np.linalg.norm(sites[:, None] - sites[None], axis=-1)[np.triu_indices(len(sites), 1)]
+    assert distances.min() == pytest.approx(LATTICE_A * np.sqrt(3) / 2)  # corner to body centre
+    assert np.ptp(sites[:64], axis=0) == pytest.approx([3 * LATTICE_A] * 3)
+
+
+@pytest.fixture(scope="module")
+def exact_runs():
+    """The same exact-pose data refined with the plain Gauss-Newton pose steps and with the trust region."""
+    nominal = tilt_series_rotations(TILTS_DEG)
+    data = crystal_series(nominal, np.zeros((len(nominal), 2)), seed=3)
+    runs = {}
+    for trust in (False, True):
+        config = TomoConfig(pose_trust_region=trust, progress=False)
+        runs[trust] = reconstruct(data, nominal, pixel_size_A=VOXEL_A, config=config)
+    return nominal, runs
+
+
+def test_trust_region_curbs_the_rotation_drift_on_exact_poses(exact_runs, measured):
+    nominal, runs = exact_runs
+    zero = np.zeros((len(nominal), 2))
+    plain, _ = pose_errors(runs[False].rotation, runs[False].shifts_A, nominal, zero)
+    trusted, shift_error = pose_errors(runs[True].rotation, runs[True].shifts_A, nominal, zero)
+    # The failure this captures: plain Gauss-Newton steps wander by degrees from poses that were exact.
+    measured("tomo crystal", "exact poses, plain steps: rotation drift (deg rms)", plain, 1.0, ">")
+    assert plain > 1.0
+    bound = 0.8 * plain
+    assert measured("tomo crystal", "exact poses, trust region: rotation drift (deg rms)", trusted, bound) < bound
+    assert measured("tomo crystal", "exact poses, trust region: shift error (A rms)", shift_error, 0.05) < 0.05
+
+
+@pytest.mark.xfail(strict=True, reason="the issue's 0.2 degree rms on exact poses is not reached: the trust region "
+                   "with the rotation prior leaves about 1.2 degree rms, mostly about the tilt axis at +-40 and "
+                   "+-50 degrees; the pose steps fit an unconverged, noisy volume (noise-free, 40 instead of 10 "
+                   "volume iterations per step leave 0.3 degree)")  # fmt: skip
+def test_rotations_stay_at_exact_poses(exact_runs):
+    nominal, runs = exact_runs
+    drift, _ = pose_errors(runs[True].rotation, runs[True].shifts_A, nominal, np.zeros((len(nominal), 2)))
+    assert drift <= 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="perturbed rotations (+-1.5 degree) of the crystal are not recovered: the "
+                   "error after refinement exceeds the initial one")  # fmt: skip
+def test_perturbed_rotations_are_recovered(measured):
+    nominal, rotation, shifts = perturbed_poses(np.random.default_rng(3), TILTS_DEG, 1.5, 1.5)
+    data = crystal_series(rotation, shifts, seed=4)
+    result = reconstruct(data, nominal, pixel_size_A=VOXEL_A, config=TomoConfig(progress=False))
+    start, _ = pose_errors(nominal, np.zeros_like(shifts), rotation, shifts)
+    error, shift_error = pose_errors(result.rotation, result.shifts_A, rotation, shifts)
+    measured("tomo crystal", "perturbed poses: initial rotation error (deg rms)", start, 1.0, ">")
+    measured("tomo crystal", "perturbed poses: shift error (A rms)", shift_error, 0.1)
+    assert measured("tomo crystal", "perturbed poses: rotation error (deg rms)", error, start / 2) <= start / 2
