@@ -17,7 +17,8 @@ from .results import (
     write_run_attributes,
 )
 from .rosettasciio import load_rosettasciio
-from .tiltseries import TiltSeries, load_tiltseries
+from .loading import load_tiltseries
+from .tiltseries import TiltSeries
 from .tiltseries_writer import save_tiltseries
 
 __all__ = [

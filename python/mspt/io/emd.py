@@ -24,6 +24,7 @@ import numpy as np
 
 from ..ops import tilt_series_rotations
 from .calibration import ScanCalibration, _plain
+from .tiltseries import TiltSeries
 
 LENGTH_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01}
 RECIPROCAL_TO_INVA = {"a^-1": 1.0, "1/a": 1.0, "å^-1": 1.0, "nm^-1": 0.1, "1/nm": 0.1}
@@ -49,7 +50,6 @@ def datacubes(f: h5py.File) -> list[str]:
 
 def read_emd(f: h5py.File, path: pathlib.Path, *, tilts_deg=None, **overrides):
     """A TiltSeries over every 4D datacube of an open EMD 1.0 file (see the module's docstring)."""
-    from .tiltseries import TiltSeries
 
     cubes = datacubes(f)
     if not cubes:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..ops import tilt_series_rotations
 from .calibration import ScanCalibration
+from .tiltseries import TiltSeries
 
 LENGTH_TO_A = {"nm": 10.0, "a": 1.0, "å": 1.0, "angstrom": 1.0, "pm": 0.01}
 RECIPROCAL_TO_INVA = {"1/nm": 0.1, "nm^-1": 0.1, "1/a": 1.0, "a^-1": 1.0, "1/å": 1.0, "å^-1": 1.0}
@@ -57,7 +58,6 @@ def load_rosettasciio(paths: Sequence, tilts_deg, *, reader: str | None = None, 
     """A TiltSeries from one rosettasciio-readable file per tilt; ``tilts_deg`` gives their angles about y.
     ``calibration_overrides`` supply or replace calibrations (e.g. ``energy_eV``, ``scan_rotation_deg``,
     ``detector_transpose``)."""
-    from .tiltseries import TiltSeries
 
     paths = [pathlib.Path(p) for p in ([paths] if isinstance(paths, (str, pathlib.Path)) else paths)]
     angles = np.asarray(tilts_deg, dtype=float).reshape(-1)
