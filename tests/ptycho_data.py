@@ -136,7 +136,7 @@ CRYSTALS = {
 # --------------------------------------------------------------------------------------------------------
 
 
-KEY_OPTIONAL_DEFAULTS = {"drift_A": (0.0, 0.0)}
+KEY_OPTIONAL_DEFAULTS = {"drift_A": (0.0, 0.0), "second_slab_twist_deg": None, "slab_gap_A": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +161,10 @@ class SimParams:
     dose_e_per_A2 : electron dose; counts per pattern = dose * scan_step_A**2 (times the pattern's sum).
     vacancy_fraction : fraction of the atoms removed at random (seeded): a perfect crystal along [001] has
         identical slices, so only a crystal with defects tests depth sectioning (``phase_truth_slabs``).
+    second_slab_twist_deg : None (one slab), or a second slab of the same crystal and thickness below the
+        first (downstream), turned in plane by this angle (degrees, counter-clockwise in (x, y)) about the
+        object's centre: two crystals one above the other, for depth-resolved tests.
+    slab_gap_A : vacuum between the two slabs (A), rounded to whole potential slices.
     seed : random seed of the position offsets, source offsets and Poisson noise.
     """
 
@@ -184,6 +188,8 @@ class SimParams:
     source_samples: int = 1
     dose_e_per_A2: float = 1e5
     vacancy_fraction: float = 0.0
+    second_slab_twist_deg: float | None = None
+    slab_gap_A: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -203,6 +209,10 @@ class SimParams:
             raise ValueError("source_samples: a finite source_size_A needs at least 2 source samples")
         if self.source_size_A == 0 and self.source_samples != 1:
             raise ValueError("source_samples: must be 1 for a point source (source_size_A = 0)")
+        if self.slab_gap_A < 0 or (self.slab_gap_A > 0 and self.second_slab_twist_deg is None):
+            raise ValueError(
+                f"slab_gap_A: expected >= 0 A and a second slab (second_slab_twist_deg), got {self.slab_gap_A!r}"
+            )
         if not 0.0 <= self.vacancy_fraction < 1.0:
             raise ValueError(f"vacancy_fraction: expected a fraction in [0, 1), got {self.vacancy_fraction!r}")
 
@@ -428,6 +438,25 @@ def _geometry(p: SimParams):
     return dx, a, ppc, spc, cells, n, nominal, true, source, rng
 
 
+def _two_slabs(unit, cells: int, thickness_cells: int, a: float, dz: float, twist_deg: float, gap_A: float):
+    """A slab of ``unit`` (cells x cells x thickness_cells) over a copy turned in plane by ``twist_deg`` about
+    the cell's centre (cut from a larger block to fill the same square cell), ``gap_A`` (rounded to whole
+    slices of ``dz``) of vacuum between them; returns (atoms, gap in slices)."""
+    upper = unit * (cells, cells, thickness_cells)
+    side = cells * a
+    block = unit * (2 * cells + 2, 2 * cells + 2, thickness_cells)
+    block.translate((-(cells + 1) * a, -(cells + 1) * a, 0.0))
+    block.rotate(twist_deg, "z")
+    block.translate((side / 2, side / 2, 0.0))
+    xy = block.positions[:, :2]
+    lower = block[np.all((xy >= 0) & (xy < side), axis=1)]
+    gap_slices = int(round(gap_A / dz))
+    lower.translate((0.0, 0.0, thickness_cells * a + gap_slices * dz))
+    atoms = upper + lower
+    atoms.set_cell([side, side, 2 * thickness_cells * a + gap_slices * dz])
+    return atoms, gap_slices
+
+
 def _check_windows(positions_px: np.ndarray, source_px: np.ndarray, window: int, n: int):
     every = (positions_px[:, None, :] + source_px[None]).reshape(-1, 2)
     lo = np.floor(every + 0.5) - window // 2
@@ -484,6 +513,11 @@ def simulate(params: SimParams | None = None) -> PtychoDataset:
     builder = CRYSTALS[p.crystal][0]
     unit, _ = builder()
     atoms = unit * (cells, cells, p.thickness_cells)
+    gap_slices = 0
+    if p.second_slab_twist_deg is not None:
+        atoms, gap_slices = _two_slabs(
+            unit, cells, p.thickness_cells, a, a / spc, p.second_slab_twist_deg, p.slab_gap_A
+        )
     if p.vacancy_fraction > 0:
         keep = np.random.default_rng([p.seed, 1]).random(len(atoms)) >= p.vacancy_fraction
         atoms = atoms[keep]
@@ -495,7 +529,8 @@ def simulate(params: SimParams | None = None) -> PtychoDataset:
         assert np.allclose((sx, sy), dx) and built.array.shape[1:] == (n, n)
         num_slices = built.array.shape[0]
         dz = float(np.asarray(built.slice_thickness)[0])
-        assert num_slices == p.thickness_cells * spc and np.allclose(built.slice_thickness, dz)
+        slabs = 1 if p.second_slab_twist_deg is None else 2
+        assert num_slices == slabs * p.thickness_cells * spc + gap_slices and np.allclose(built.slice_thickness, dz)
         potential_xy = np.asarray(built.array)  # (S, x, y), V A
         # abTEM's transmission functions exp(i sigma V) of the whole slab, band-limited by abTEM's own
         # antialias aperture on the whole grid: the object. Each window sees a crop of it.
@@ -626,6 +661,15 @@ def phase_truth_slabs(ds: PtychoDataset, num_slabs: int) -> np.ndarray:
         raise ValueError(f"num_slabs: expected a divisor of the dataset's {ds.num_slices} slices, got {num_slabs}")
     groups = ds.potential_slices.astype(np.float64).reshape(num_slabs, -1, *ds.object_shape).sum(1)
     return bandlimit(ds.sigma * groups, ds.pixel_size_A, ds.phase_cutoff_invA).astype(np.float32)
+
+
+def phase_truth_range(ds: PtychoDataset, start: int, stop: int) -> np.ndarray:
+    """The truth of a part of the sample: sigma times abTEM's slices ``start:stop`` (entrance first) summed,
+    band-limited like ``phase_truth``; (Y, X) float32 (e.g. one slab of a two-slab sample)."""
+    if not 0 <= start < stop <= ds.num_slices:
+        raise ValueError(f"start, stop: expected 0 <= start < stop <= {ds.num_slices}, got {start}, {stop}")
+    part = ds.sigma * ds.potential_slices[start:stop].astype(np.float64).sum(0)
+    return bandlimit(part, ds.pixel_size_A, ds.phase_cutoff_invA).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

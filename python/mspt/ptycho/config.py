@@ -10,6 +10,7 @@ import dataclasses
 
 from .. import _validate as v
 from .scan_model import SCAN_MODELS
+from .stack import RECENTRE_MIN_SLICES, pad_slice_count
 from .stopping import STOP_RULES
 
 LIKELIHOODS = ("amplitude", "poisson")
@@ -17,6 +18,7 @@ OBJECT_CONSTRAINTS = ("none", "amplitude_le_1", "phase_only")
 DEVICES = ("cpu", "cuda")
 POSITION_CONSTRAINTS = ("affine", "mean", "none")
 SELF_CHECKS = ("none", "frc")
+SLICE_SCHEDULES = ("fixed", "coarse_to_fine")
 
 
 def _positive_or_auto(name: str, value) -> None:
@@ -33,10 +35,19 @@ class PtychoConfig:
 
     Geometry
         n_slices : object slices along the beam.
-        slice_thickness_A : their thickness (A); the stack spans ``n_slices * slice_thickness_A``.
+        slice_thickness_A : their thickness (A); the sample's slices span ``n_slices * slice_thickness_A``.
         stack_centre_A : where the stack's centre sits relative to the plane the scan's defocus refers to
             (A along the beam; 0 puts the stack centre on that plane).
         padding_px : object pixels added around the scanned field of view, beyond the probe window.
+        pad_slices_A : vacuum (A) added above and below the sample's ``n_slices``, in whole slices (rounded):
+            room for the stack to be re-centred on a sample whose depth is not known exactly. The stack
+            then has ``stack_slices`` slices spanning ``thickness_A``; its centre stays at ``stack_centre_A``.
+        recentre_stack : keep the depth centre of the phase contrast at the stack centre: every few
+            iterations the object is shifted along the beam by whole or fractional slices and the probe
+            refocused by the same distance (stack.py); "auto": for stacks of 30 slices or more.
+        slice_schedule : "fixed", or "coarse_to_fine": half as many slices of twice the thickness until
+            ``split_slices_at``, then each split in two (needs an even ``stack_slices``).
+        split_slices_at : the iteration (0-based) at which a coarse-to-fine schedule splits its slices.
     Optimisation
         iterations : passes over the data (epochs); with a stopping rule, the most it may take.
         stop : "validation" (default: 5 % of the positions never take part in an update; the run keeps the
@@ -89,6 +100,10 @@ class PtychoConfig:
     slice_thickness_A: float = 4.0
     stack_centre_A: float = 0.0
     padding_px: int = 8
+    pad_slices_A: float = 0.0
+    recentre_stack: bool | str = "auto"
+    slice_schedule: str = "fixed"
+    split_slices_at: int = 10
     iterations: int = 60
     stop: str = "validation"
     validation_fraction: float = 0.05
@@ -127,6 +142,21 @@ class PtychoConfig:
         v.finite("stack_centre_A", self.stack_centre_A, "A")
         v.positive("padding_px", self.padding_px, integer=True, allow_zero=True)
         v.positive("iterations", self.iterations, integer=True, allow_zero=True)
+        v.positive("pad_slices_A", self.pad_slices_A, allow_zero=True)
+        if self.recentre_stack != "auto" and not isinstance(self.recentre_stack, bool):
+            raise ValueError(f'recentre_stack: expected true, false or "auto", got {self.recentre_stack!r}')
+        v.choice("slice_schedule", self.slice_schedule, SLICE_SCHEDULES)
+        v.positive("split_slices_at", self.split_slices_at, integer=True, allow_zero=True)
+        if self.slice_schedule == "coarse_to_fine" and self.stack_slices % 2:
+            raise ValueError(
+                f'slice_schedule: "coarse_to_fine" pairs slices, so the stack needs an even number of slices '
+                f"(n_slices + 2 padding slices), got {self.stack_slices}"
+            )
+        if self.slice_schedule == "coarse_to_fine" and self.split_slices_at >= self.iterations:
+            raise ValueError(
+                f"split_slices_at: a coarse-to-fine schedule splits its slices before the last iteration, so "
+                f"expected less than iterations ({self.iterations}), got {self.split_slices_at}"
+            )
         _positive_or_auto("batch_size", self.batch_size)
         v.choice("stop", self.stop, STOP_RULES)
         v.fraction("validation_fraction", self.validation_fraction, high=0.5)
@@ -172,9 +202,26 @@ class PtychoConfig:
         v.choice("self_check", self.self_check, SELF_CHECKS)
 
     @property
+    def pad_slices(self) -> int:
+        """Vacuum slices on each side of the sample's slices."""
+        return pad_slice_count(self.pad_slices_A, self.slice_thickness_A)
+
+    @property
+    def stack_slices(self) -> int:
+        """Slices of the whole stack: the sample's and the vacuum padding on both sides."""
+        return self.n_slices + 2 * self.pad_slices
+
+    @property
     def thickness_A(self) -> float:
-        """The thickness the slice stack spans (A)."""
-        return self.n_slices * self.slice_thickness_A
+        """The thickness the slice stack spans (A), vacuum padding included."""
+        return self.stack_slices * self.slice_thickness_A
+
+    @property
+    def recentres(self) -> bool:
+        """Whether the engine re-centres the stack (``recentre_stack`` with "auto" resolved)."""
+        if self.recentre_stack == "auto":
+            return self.stack_slices >= RECENTRE_MIN_SLICES
+        return bool(self.recentre_stack)
 
     def replace(self, **changes) -> "PtychoConfig":
         return dataclasses.replace(self, **changes)

@@ -19,6 +19,10 @@ the likelihood and all gradients of a batch in one pass, and each parameter take
              the per-position offsets keep no affine part;
 * tilt:      a beam tilt and a slice stack sheared along the beam give the same data; the object is kept
              unsheared and any shear that builds up in it is moved into the tilt after each iteration.
+* stack:     the object may be moved along the beam by whole or fractional slices with the probe refocused
+             by the same distance (the model's predictions stay put): every few iterations the stack is
+             re-centred on the depth centre of its phase contrast; a coarse-to-fine schedule starts with
+             half as many slices of twice the thickness and splits them (stack.py).
 
 c is the curvature of the likelihood per unit wave intensity (1 for the amplitude likelihood, 2 for
 Poisson near the solution). After each iteration the object constraint and the kz filter are applied,
@@ -37,10 +41,11 @@ import numpy as np
 from .. import _validate, ops
 from ..probe import make_probe
 from .config import PtychoConfig
-from .diagnostics import GRID_CHECK_EVERY, Diagnostics
+from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .scan import PtychoScan
 from .scan_model import N_PARAMETERS, ScanModel
+from .stack import RECENTRE_EVERY, RECENTRE_FROM, recentre, split_slices
 from .stopping import StopState, choose_validation, expected_poisson_deviance
 
 # rPIE-style floor of the illumination preconditioner, as a fraction of its maximum.
@@ -54,7 +59,7 @@ POSITION_MOMENTUM = 0.7
 # object gives up the distortion it first took on; the momentum carries the model along that slow valley.
 SCAN_MOMENTUM = 0.9
 # What the stopping rule keeps of the best state.
-BEST_KEYS = ("slices", "probe", "positions_px", "tilt_mrad", "scan_parameters")
+BEST_KEYS = ("slices", "probe", "positions_px", "tilt_mrad", "scan_parameters", "stack_shift_A")
 # The position curvature changes slowly: it is measured every CURVATURE_EVERY iterations.
 CURVATURE_EVERY = 5
 # Stuck positions: every SEARCH_EVERY iterations of position refinement, positions whose loss lies
@@ -84,6 +89,9 @@ class PtychoEngine:
         self.position_curvature: np.ndarray = state["position_curvature"]  # d^2 L / d(y, x)^2 per position
         self.scan_parameters: np.ndarray = np.asarray(state["scan_parameters"], dtype=np.float64)
         self.scan_velocity: np.ndarray = np.asarray(state["scan_velocity"], dtype=np.float64)  # last model step
+        # How far (A) re-centring has moved the stack's content downstream (stack.py); the probe's focus moved
+        # upstream by as much. Checkpoints written before re-centring existed have none.
+        self.stack_shift_A = float(state.get("stack_shift_A", 0.0))
         self.mean_counts = float(state["mean_counts"])  # the data's mean counts per pattern
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng_state"]
@@ -95,7 +103,7 @@ class PtychoEngine:
             validation_history=list(state["validation_history"]), discrepancy_history=list(state["discrepancy_history"]),
             best_validation=float(state["best_validation"]), best_iteration=int(state["best_iteration"]),
         )  # fmt: skip
-        self.best = {key: state["best_" + key] for key in BEST_KEYS}
+        self.best = {key: state.get("best_" + key, 0.0) for key in BEST_KEYS}
         self.loss_per_position = np.zeros(scan.n_positions)
         # Self-checks (diagnostics.py): the warnings this run has fired (a resumed run does not repeat them).
         self.diagnostics = Diagnostics([tuple(w) for w in json.loads(state.get("warnings", "[]"))])
@@ -124,7 +132,7 @@ class PtychoEngine:
             aberrations=scan.aberrations, modes=config.probe_modes, electrons=mean_counts,
         ).array  # fmt: skip
         state = dict(
-            slices=np.ones((config.n_slices, *shape), np.complex64),
+            slices=np.ones((_starting_slices(config), *shape), np.complex64),
             probe=probe,
             positions_px=positions_px,
             nominal_positions_px=positions_px.copy(),
@@ -135,6 +143,7 @@ class PtychoEngine:
             position_velocity=np.zeros_like(positions_px),
             position_curvature=np.ones(2),
             scan_parameters=np.zeros(N_PARAMETERS[config.scan_model]),
+            stack_shift_A=0.0,
             scan_velocity=np.zeros(N_PARAMETERS[config.scan_model]),
             mean_counts=float(mean_counts),
         )
@@ -160,6 +169,7 @@ class PtychoEngine:
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
             position_velocity=self.position_velocity, position_curvature=self.position_curvature,
             scan_parameters=self.scan_parameters, scan_velocity=self.scan_velocity, mean_counts=self.mean_counts,
+            stack_shift_A=self.stack_shift_A,
             warnings=np.bytes_(json.dumps(self.diagnostics.records).encode()),  # JSON [[code, message], ...]
             rng_state=self.rng.bit_generator.state, validation_indices=self.validation,
             validation_history=np.array(self.stop.validation_history),
@@ -187,6 +197,8 @@ class PtychoEngine:
     def run_iteration(self) -> float:
         """One pass over the data; returns the mean loss per pattern."""
         cfg = self.config
+        if self._coarse() and self.iteration >= cfg.split_slices_at:
+            self.slices = split_slices(self.slices)
         refine_probe = self._refining(cfg.refine_probe_from)
         refine_positions = self._refining(cfg.refine_positions_from)
         refine_scan = cfg.scan_model != "none" and self._refining(cfg.refine_scan_model_from)
@@ -200,7 +212,7 @@ class PtychoEngine:
         total_loss = 0.0
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
-                self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
+                self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
                 wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False,
             )  # fmt: skip
@@ -219,6 +231,8 @@ class PtychoEngine:
         if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
             self._search_stuck_positions()
         self._finish_iteration(refine_probe, refine_positions or refine_scan)
+        if cfg.recentres and self.iteration >= RECENTRE_FROM and self.iteration % RECENTRE_EVERY == 0:
+            self._recentre_stack()
         mean_loss = total_loss / len(self.training)
         self.loss_history.append(mean_loss)
         self.iteration += 1
@@ -264,7 +278,7 @@ class PtychoEngine:
         for i in range(0, len(self.validation), cfg.batch_size):
             batch = self.validation[i : i + cfg.batch_size]
             fit = ops.multislice_loss_grad(
-                self._read(batch), self.slices, self.probe, self.positions_px[batch], cfg.slice_thickness_A,
+                self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
                 wrt=("positions",) if refine else (), device=cfg.device, threads=cfg.threads, check_data=False,
             )  # fmt: skip
@@ -281,7 +295,7 @@ class PtychoEngine:
             return float("nan")
         subset = self.training[:: max(1, len(self.training) // sample)][:sample]
         intensities = ops.multislice_forward(
-            self.slices, self.probe, self.positions_px[subset], cfg.slice_thickness_A, self.scan.energy_eV,
+            self.slices, self.probe, self.positions_px[subset], self.slice_thickness_A, self.scan.energy_eV,
             self.sampling_A, tilt_mrad=self.tilt_mrad, device=cfg.device, threads=cfg.threads,
         )  # fmt: skip
         band = self._far_field_band()
@@ -296,10 +310,37 @@ class PtychoEngine:
         return ky**2 + kx**2 < ops.bandlimit_cutoff_invA(self.sampling_A) ** 2
 
     def restore_best(self) -> None:
-        """Go back to the state with the lowest validation loss (a no-op without a validation set)."""
+        """Go back to the state with the lowest validation loss (a no-op without a validation set). A
+        state from before a coarse-to-fine split comes back split: the result has the configured slicing."""
         if self.stop.best_iteration >= 0:
             for key, value in self.best.items():
                 setattr(self, key, np.array(value, copy=True))
+            self.stack_shift_A = float(self.stack_shift_A)
+        if self._coarse():
+            self.slices = split_slices(self.slices)
+
+    # -- the slice stack (stack.py) ------------------------------------------------------------------------
+    @property
+    def slice_thickness_A(self) -> float:
+        """The current slices' thickness (A): the configured one, or twice it before a coarse-to-fine split."""
+        return self.config.thickness_A / len(self.slices)
+
+    def _coarse(self) -> bool:
+        """Whether the stack still has the coarse slices of a coarse-to-fine schedule."""
+        return len(self.slices) < self.config.stack_slices
+
+    def _recentre_stack(self):
+        """Move the sample's phase contrast back to the stack centre, the probe's focus with it."""
+        self.slices, self.probe, moved_A = recentre(
+            self.slices, self.probe, self._scanned_mask(), self.slice_thickness_A, self.scan.energy_eV,
+            self.sampling_A, self.tilt_mrad,
+        )  # fmt: skip
+        self.stack_shift_A += moved_A
+        if abs(self.stack_shift_A) > STACK_DRIFT_FRACTION * self.config.thickness_A:
+            self.diagnostics.fire("stack_drift",
+                                  f"the sample sat {self.stack_shift_A:+.1f} A along the beam from where the defocus "
+                                  "and stack_centre_A placed it; the stack was re-centred on it and the probe "
+                                  "refocused to match: check the defocus and the stack's placement")  # fmt: skip
 
     def _step_positions(self, batch: np.ndarray, gradient: np.ndarray):
         cfg = self.config
@@ -349,7 +390,7 @@ class PtychoEngine:
             candidates = np.clip(self.positions_px[b] + offsets, lo, hi)
             pattern = np.broadcast_to(self._read(np.array([b])), (len(candidates), *self.window))
             fit = ops.multislice_loss_grad(
-                pattern, self.slices, self.probe, candidates, cfg.slice_thickness_A, self.scan.energy_eV,
+                pattern, self.slices, self.probe, candidates, self.slice_thickness_A, self.scan.energy_eV,
                 self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad, wrt=(), device=cfg.device,
                 threads=cfg.threads,
             )  # fmt: skip
@@ -366,7 +407,7 @@ class PtychoEngine:
     def _position_gradient(self, subset, data, offset=0.0) -> np.ndarray:
         cfg = self.config
         return ops.multislice_loss_grad(
-            data, self.slices, self.probe, self.positions_px[subset] + offset, cfg.slice_thickness_A,
+            data, self.slices, self.probe, self.positions_px[subset] + offset, self.slice_thickness_A,
             self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
             wrt=("positions",), device=cfg.device, threads=cfg.threads, check_data=False,
         ).positions_px  # fmt: skip
@@ -386,7 +427,7 @@ class PtychoEngine:
         illumination = ops.illumination(probe_intensity, positions, self.slices.shape[1:])
         # Every slice's Newton step alone would correct the whole exit wave; taken together they would
         # correct it n_slices times over, so each slice takes its share.
-        denominator = 2 * curvature * self.config.n_slices * (illumination + ILLUMINATION_FLOOR * illumination.max())
+        denominator = 2 * curvature * len(self.slices) * (illumination + ILLUMINATION_FLOOR * illumination.max())
         self.slices -= (self.config.object_step / denominator).astype(np.float32) * grad
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
@@ -396,11 +437,11 @@ class PtychoEngine:
 
     def _finish_iteration(self, refine_probe: bool, refine_positions: bool):
         cfg = self.config
-        if self._refining(cfg.refine_tilt_from) and cfg.n_slices > 2:
+        if self._refining(cfg.refine_tilt_from) and len(self.slices) > 2:
             self._move_shear_into_tilt()
         self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
-        if cfg.kz_strength > 0 and cfg.n_slices > 1:
-            self.slices = kz_filter(self.slices, cfg.slice_thickness_A, self.sampling_A, cfg.kz_strength)
+        if cfg.kz_strength > 0 and len(self.slices) > 1:
+            self.slices = kz_filter(self.slices, self.slice_thickness_A, self.sampling_A, cfg.kz_strength)
             self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
         if cfg.tv_weight > 0:
             self.slices = tv_step(self.slices, cfg.tv_weight)
@@ -424,9 +465,9 @@ class PtychoEngine:
         is taken unsheared (columns along the beam) and the shear measured in it moves into the tilt: a
         model tilt short of the true one by D leaves slice s displaced by -s dz tan(D)."""
         rate_px = slice_shear_rate(self.slices, self._scanned_mask())
-        delta = -rate_px * np.array(self.sampling_A) / self.config.slice_thickness_A  # tan of the missing tilt
+        delta = -rate_px * np.array(self.sampling_A) / self.slice_thickness_A  # tan of the missing tilt
         self.tilt_mrad = np.arctan(np.tan(self.tilt_mrad * 1e-3) + delta) * 1e3
-        depth = np.arange(self.config.n_slices) - (self.config.n_slices - 1) / 2
+        depth = np.arange(len(self.slices)) - (len(self.slices) - 1) / 2
         self.slices = shift_slices(self.slices, -depth[:, None] * rate_px[None, :])
 
     def _position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -490,6 +531,12 @@ def _scan_step_px(grid_steps_px: np.ndarray | None, positions_px: np.ndarray) ->
         return float("inf")
     extent = np.ptp(positions_px, axis=0)
     return float(np.sqrt(max(extent[0] * extent[1], max(extent) ** 2 / len(positions_px)) / len(positions_px)))
+
+
+def _starting_slices(config: PtychoConfig) -> int:
+    """Slices of a fresh stack: half the configured count while a coarse-to-fine schedule is coarse."""
+    coarse = config.slice_schedule == "coarse_to_fine" and config.split_slices_at > 0
+    return config.stack_slices // 2 if coarse else config.stack_slices
 
 
 def entrance_defocus_A(scan: PtychoScan, config: PtychoConfig) -> float:

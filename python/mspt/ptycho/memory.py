@@ -207,7 +207,7 @@ def object_shape(scan: PtychoScan, config: PtychoConfig) -> tuple[int, int, int]
     origin = positions.min(0) - (np.array([ny // 2, nx // 2]) + config.padding_px) * sampling
     extent = ((positions - origin) / sampling).max(0)
     pad = config.padding_px
-    return (config.n_slices, int(math.ceil(extent[0])) + ny - ny // 2 + pad + 1,
+    return (config.stack_slices, int(math.ceil(extent[0])) + ny - ny // 2 + pad + 1,
             int(math.ceil(extent[1])) + nx - nx // 2 + pad + 1)  # fmt: skip
 
 
