@@ -10,6 +10,43 @@ namespace {
 
 int thread_count(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
+// Planes per slab of the back-projector's gather: fixed, so the partition (and with it every voxel's order of
+// additions) does not depend on the thread count. Thicker slabs set each ray up fewer times and evaluate fewer
+// samples twice (those on a slab's lower face); thinner ones keep the slab's accumulator in cache.
+constexpr int kBackprojectSlabPlanes = 16;
+// Interleaved passes over a ray's unchecked samples (see splat_ray_on_slab).
+constexpr int kSplatPasses = 4;
+
+// Adds value x weight of samples [s0, s1) of ray r to the corners on slab [k_lo, k_hi) (slab [k_hi - k_lo, Y, X]).
+// Cells inside the slab take the unchecked path in kSplatPasses interleaved passes (samples a, a + 4, ...,
+// then a + 1, a + 5, ...): consecutive samples of a ray share corners, and updating those back to back would
+// chain each sample's additions to the previous one's stores (about 15 % slower, measured at 128^3). The
+// order is fixed, so the result still does not depend on the thread count.
+void splat_ray_on_slab(const ProjectorGeometry& g, const Ray& r, const RayInverse& inv, int64_t s0, int64_t s1,
+                       int k_lo, int k_hi, double value, double* slab) {
+  const int64_t plane = int64_t(g.ny) * g.nx;
+  int64_t a, b;
+  samples_in_box(r, inv, k_lo, k_hi, g.ny, g.nx, s0, s1, &a, &b);
+  double fk, fj, fi;
+  for (int64_t s = s0; s < a; ++s) {
+    ray_point(r, s, &fk, &fj, &fi);
+    splat_sample_on_slab<double>(fk, fj, fi, k_lo, k_hi, g.ny, g.nx, value, slab);
+  }
+  for (int64_t first = a; first < a + kSplatPasses; ++first)
+    for (int64_t s = first; s < b; s += kSplatPasses) {
+      ray_point(r, s, &fk, &fj, &fi);
+      const TrilinearCell cell = cell_at(fk, fj, fi);
+      double w[8];
+      cell_weights<double>(cell, w);
+      interior_cell_splat<double>(slab + (cell.k0 - k_lo) * plane + int64_t(cell.j0) * g.nx + cell.i0, plane, g.nx,
+                                  w, value);
+    }
+  for (int64_t s = b; s < s1; ++s) {
+    ray_point(r, s, &fk, &fj, &fi);
+    splat_sample_on_slab<double>(fk, fj, fi, k_lo, k_hi, g.ny, g.nx, value, slab);
+  }
+}
+
 }  // namespace
 
 void project_cpu(const float* volume, const ProjectorGeometry& g, const double* rotations, const double* shifts_A,
@@ -29,40 +66,38 @@ void project_cpu(const float* volume, const ProjectorGeometry& g, const double* 
 void backproject_cpu(const float* projections, const ProjectorGeometry& g, const double* rotations,
                      const double* shifts_A, int64_t n_proj, int threads, float* volume) {
   const int64_t plane = int64_t(g.ny) * g.nx;
+  const int n_slabs = (g.nz + kBackprojectSlabPlanes - 1) / kBackprojectSlabPlanes;
 #pragma omp parallel num_threads(thread_count(threads))
   {
-    std::vector<double> acc(plane);
+    std::vector<double> acc(kBackprojectSlabPlanes * plane);
 #pragma omp for schedule(dynamic, 1)
-    for (int k = 0; k < g.nz; ++k) {
+    for (int slab = 0; slab < n_slabs; ++slab) {
+      const int k_lo = slab * kBackprojectSlabPlanes, k_hi = std::min(g.nz, k_lo + kBackprojectSlabPlanes);
       std::fill(acc.begin(), acc.end(), 0.0);
-      const int64_t base = int64_t(k) * plane;
       for (int64_t t = 0; t < n_proj; ++t) {
         const double* rot = rotations + 9 * t;
         const double* shift = shifts_A + 2 * t;
+        const RayInverse inv = ray_inverse(projection_ray(g, rot, shift, 0, 0));  // the same for every pixel
         for (int j = 0; j < g.py; ++j) {
           const float* src = projections + (t * g.py + j) * g.px;
           for (int i = 0; i < g.px; ++i) {
             const double value = static_cast<double>(src[i]) * g.step_A;
             if (value == 0.0) continue;
             const Ray r = projection_ray(g, rot, shift, j, i);
-            int64_t s0, s1;
-            ray_sample_range(g, r, &s0, &s1);
-            // Only samples with floor(fk) in {k - 1, k} have a corner on plane k.
-            clip_samples(r.ok, r.dk, k - 1.0, k + 1.0, &s0, &s1);
-            for (int64_t s = s0; s < s1; ++s) {
-              double fk, fj, fi;
-              ray_point(r, s, &fk, &fj, &fi);
-              int64_t idx[4];
-              double w[4];
-              if (!trilinear_plane_corners<double>(fk, fj, fi, k, g.ny, g.nx, idx, w)) continue;
-              for (int c = 0; c < 4; ++c)
-                if (idx[c] >= 0) acc[idx[c]] += w[c] * value;
-            }
+            // Only samples with floor(fk) in [k_lo - 1, k_hi - 1] have a corner on the slab; a superset of
+            // the projector's samples is harmless (the others have no corner in the volume).
+            int64_t s0 = 0, s1 = g.n_samples;
+            clip_samples(r.ok, inv.k, k_lo - 1.0, k_hi, &s0, &s1);
+            clip_samples(r.oj, inv.j, -1.0, g.ny, &s0, &s1);
+            clip_samples(r.oi, inv.i, -1.0, g.nx, &s0, &s1);
+            if (s0 >= s1) continue;
+            splat_ray_on_slab(g, r, inv, s0, s1, k_lo, k_hi, value, acc.data());
           }
         }
       }
-      float* dst = volume + base;
-      for (int64_t n = 0; n < plane; ++n) dst[n] = static_cast<float>(acc[n]);
+      float* dst = volume + int64_t(k_lo) * plane;
+      const int64_t count = int64_t(k_hi - k_lo) * plane;
+      for (int64_t n = 0; n < count; ++n) dst[n] = static_cast<float>(acc[n]);
     }
   }
 }

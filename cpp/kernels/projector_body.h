@@ -71,21 +71,52 @@ MSPT_HD void ray_point(const Ray& r, int64_t s, double* fk, double* fj, double* 
   *fi = r.oi + t * r.di;
 }
 
-// Narrows [*s0, *s1) to a superset of the samples s with lo < origin + s * dir < hi: the integers in
-// [floor(a), ceil(b)] for the real bounds a < b, which rounding of a and b cannot shrink below the true set.
-MSPT_HD void clip_samples(double origin, double dir, double lo, double hi, int64_t* s0, int64_t* s1) {
-  if (fabs(dir) < 1e-12) {
+// min / max of finite numbers (fmin / fmax are library calls on some hosts, for their NaN rules).
+MSPT_HD double min_of(double a, double b) { return a < b ? a : b; }
+MSPT_HD double max_of(double a, double b) { return a > b ? a : b; }
+
+// Reciprocals of a ray's increments for the clipping below, 0 for an increment under 1e-12 in magnitude (that
+// coordinate is constant along the ray). Every ray of a pose has the same increments, so a loop over many rays
+// computes them once.
+struct RayInverse {
+  double k, j, i;
+};
+
+MSPT_HD double clip_inverse(double dir) { return fabs(dir) < 1e-12 ? 0.0 : 1.0 / dir; }
+
+MSPT_HD RayInverse ray_inverse(const Ray& r) {
+  return RayInverse{clip_inverse(r.dk), clip_inverse(r.dj), clip_inverse(r.di)};
+}
+
+// Narrows [*s0, *s1) to a superset of the samples s with lo < origin + s * dir < hi (inv_dir = clip_inverse(dir)):
+// the integers in [floor(a), ceil(b)] for the real bounds a < b, which rounding of a and b cannot shrink below
+// the true set.
+MSPT_HD void clip_samples(double origin, double inv_dir, double lo, double hi, int64_t* s0, int64_t* s1) {
+  if (inv_dir == 0.0) {
     if (!(origin > lo - 1e-6 && origin < hi + 1e-6)) *s1 = *s0;
     return;
   }
-  double a = (lo - origin) / dir, b = (hi - origin) / dir;
-  if (a > b) {
-    const double tmp = a;
-    a = b;
-    b = tmp;
+  const double u = (lo - origin) * inv_dir, v = (hi - origin) * inv_dir;
+  const double lo_s = max_of(static_cast<double>(*s0), floor(min_of(u, v)));
+  const double hi_s = min_of(static_cast<double>(*s1), ceil(max_of(u, v)) + 1);  // exclusive
+  if (hi_s <= lo_s) {
+    *s1 = *s0;
+    return;
   }
-  const double lo_s = fmax(static_cast<double>(*s0), floor(a));
-  const double hi_s = fmin(static_cast<double>(*s1), ceil(b) + 1);  // exclusive
+  *s0 = static_cast<int64_t>(lo_s);
+  *s1 = static_cast<int64_t>(hi_s);
+}
+
+// Narrows [*s0, *s1) to the integers in [ceil(a), floor(b)]: up to rounding, a subset of the samples s with
+// lo <= origin + s * dir <= hi (callers that need a strict subset check its ends).
+MSPT_HD void clip_samples_inside(double origin, double inv_dir, double lo, double hi, int64_t* s0, int64_t* s1) {
+  if (inv_dir == 0.0) {
+    if (!(origin >= lo && origin <= hi)) *s1 = *s0;
+    return;
+  }
+  const double u = (lo - origin) * inv_dir, v = (hi - origin) * inv_dir;
+  const double lo_s = max_of(static_cast<double>(*s0), ceil(min_of(u, v)));
+  const double hi_s = min_of(static_cast<double>(*s1), floor(max_of(u, v)) + 1);  // exclusive
   if (hi_s <= lo_s) {
     *s1 = *s0;
     return;
@@ -96,29 +127,36 @@ MSPT_HD void clip_samples(double origin, double dir, double lo, double hi, int64
 
 // The samples of a ray that can touch the volume: a superset of those with every voxel coordinate in (-1, N).
 MSPT_HD void ray_sample_range(const ProjectorGeometry& g, const Ray& r, int64_t* s0, int64_t* s1) {
+  const RayInverse inv = ray_inverse(r);
   *s0 = 0;
   *s1 = g.n_samples;
-  clip_samples(r.ok, r.dk, -1.0, g.nz, s0, s1);
-  clip_samples(r.oj, r.dj, -1.0, g.ny, s0, s1);
-  clip_samples(r.oi, r.di, -1.0, g.nx, s0, s1);
+  clip_samples(r.ok, inv.k, -1.0, g.nz, s0, s1);
+  clip_samples(r.oj, inv.j, -1.0, g.ny, s0, s1);
+  clip_samples(r.oi, inv.i, -1.0, g.nx, s0, s1);
 }
 
 // The cell of the trilinear footprint of voxel coordinate (fk, fj, fi): its lowest corner (k0, j0, i0) and
-// the fractions (tk, tj, ti) in [0, 1) within it. Returns false when the lowest corner is more than `margin`
-// cells outside [-1, N - 1] on some axis (margin 0: no corner of the cell is inside the volume).
+// the fractions (tk, tj, ti) in [0, 1) within it.
 struct TrilinearCell {
   int k0, j0, i0;
   double tk, tj, ti;
 };
 
+MSPT_HD TrilinearCell cell_at(double fk, double fj, double fi) {
+  const double k0f = floor(fk), j0f = floor(fj), i0f = floor(fi);
+  return TrilinearCell{static_cast<int>(k0f), static_cast<int>(j0f), static_cast<int>(i0f), fk - k0f, fj - j0f,
+                       fi - i0f};
+}
+
+// cell_at, or false when the lowest corner is more than `margin` cells outside [-1, N - 1] on some axis
+// (margin 0: no corner of the cell is inside the volume).
 MSPT_HD bool trilinear_cell(double fk, double fj, double fi, int nz, int ny, int nx, int margin,
                             TrilinearCell* cell) {
   const double k0f = floor(fk), j0f = floor(fj), i0f = floor(fi);
   if (k0f < -1 - margin || k0f > nz - 1 + margin || j0f < -1 - margin || j0f > ny - 1 + margin ||
       i0f < -1 - margin || i0f > nx - 1 + margin)
     return false;
-  *cell = TrilinearCell{static_cast<int>(k0f), static_cast<int>(j0f), static_cast<int>(i0f), fk - k0f, fj - j0f,
-                        fi - i0f};
+  *cell = cell_at(fk, fj, fi);
   return true;
 }
 
@@ -130,6 +168,22 @@ MSPT_HD int64_t cell_corner_index(const TrilinearCell& cell, int c, int nz, int 
   return inside ? (static_cast<int64_t>(k) * ny + j) * nx + i : -1;
 }
 
+// Whether all 8 corners of a cell lie on planes [k_lo, k_hi) and inside the (Y, X) extent, so that none
+// needs its own bounds check.
+MSPT_HD bool cell_in_box(const TrilinearCell& cell, int k_lo, int k_hi, int ny, int nx) {
+  return cell.k0 >= k_lo && cell.k0 < k_hi - 1 && cell.j0 >= 0 && cell.j0 < ny - 1 && cell.i0 >= 0 &&
+         cell.i0 < nx - 1;
+}
+
+// The trilinear weights of a cell's 8 corners in cell_corner_index's order. Every caller (sample, splat,
+// slab gather) takes its weights from here, so the back-projector multiplies by the very numbers the
+// projector does.
+template <class W>
+MSPT_HD void cell_weights(const TrilinearCell& cell, W* w) {
+  const double wk[2] = {1.0 - cell.tk, cell.tk}, wj[2] = {1.0 - cell.tj, cell.tj}, wi[2] = {1.0 - cell.ti, cell.ti};
+  for (int c = 0; c < 8; ++c) w[c] = static_cast<W>(wk[c >> 2] * wj[(c >> 1) & 1] * wi[c & 1]);
+}
+
 // The 8 corners of the trilinear footprint of voxel coordinate (fk, fj, fi): corner c (cell_corner_index's
 // order) with weight w[c]; a corner outside the volume gets index -1 and weight 0. Returns false when no
 // corner is inside.
@@ -137,45 +191,101 @@ template <class W>
 MSPT_HD bool trilinear_corners(double fk, double fj, double fi, int nz, int ny, int nx, int64_t* idx, W* w) {
   TrilinearCell cell;
   if (!trilinear_cell(fk, fj, fi, nz, ny, nx, 0, &cell)) return false;
-  const double wk[2] = {1.0 - cell.tk, cell.tk}, wj[2] = {1.0 - cell.tj, cell.tj}, wi[2] = {1.0 - cell.ti, cell.ti};
+  cell_weights<W>(cell, w);
   for (int c = 0; c < 8; ++c) {
     idx[c] = cell_corner_index(cell, c, nz, ny, nx);
-    w[c] = idx[c] >= 0 ? static_cast<W>(wk[c >> 2] * wj[(c >> 1) & 1] * wi[c & 1]) : W(0);
+    if (idx[c] < 0) w[c] = W(0);
   }
   return true;
 }
 
-// The corners of the same footprint on plane k only (the back-projector's gather): corner c = 2 dj + di is
-// voxel (k, j0 + dj, i0 + di), given as its index within the plane (-1 outside) and the very weight
-// trilinear_corners gives it. Returns false when the footprint misses plane k or the volume.
-template <class W>
-MSPT_HD bool trilinear_plane_corners(double fk, double fj, double fi, int k, int ny, int nx, int64_t* idx, W* w) {
-  const double k0f = floor(fk), j0f = floor(fj), i0f = floor(fi);
-  const int dk = k - static_cast<int>(k0f);
-  if (k0f < k - 1 || k0f > k || j0f < -1 || j0f > ny - 1 || i0f < -1 || i0f > nx - 1) return false;
-  const int j0 = static_cast<int>(j0f), i0 = static_cast<int>(i0f);
-  const double tk = fk - k0f, tj = fj - j0f, ti = fi - i0f;
-  const double wk[2] = {1.0 - tk, tk}, wj[2] = {1.0 - tj, tj}, wi[2] = {1.0 - ti, ti};
-  for (int c = 0; c < 4; ++c) {
-    const int j = j0 + (c >> 1), i = i0 + (c & 1);
-    const bool inside = j >= 0 && j < ny && i >= 0 && i < nx;
-    idx[c] = inside ? static_cast<int64_t>(j) * nx + i : -1;
-    w[c] = inside ? static_cast<W>(wk[dk] * wj[c >> 1] * wi[c & 1]) : W(0);
-  }
-  return true;
+// sum over c of w[c] x (corner c of a cell with every corner inside), the cell's lowest corner at `v` in an
+// array of rows of nx and planes of `plane` elements. Summed in pairs: short dependency chains.
+template <class T, class Acc>
+MSPT_HD Acc interior_cell_sum(const T* v, int64_t plane, int nx, const Acc* w) {
+  const Acc lower = (w[0] * static_cast<Acc>(v[0]) + w[1] * static_cast<Acc>(v[1])) +
+                    (w[2] * static_cast<Acc>(v[nx]) + w[3] * static_cast<Acc>(v[nx + 1]));
+  const Acc upper = (w[4] * static_cast<Acc>(v[plane]) + w[5] * static_cast<Acc>(v[plane + 1])) +
+                    (w[6] * static_cast<Acc>(v[plane + nx]) + w[7] * static_cast<Acc>(v[plane + nx + 1]));
+  return lower + upper;
 }
 
-// The trilinear sample of volume [Z, Y, X] at voxel coordinate (fk, fj, fi), zero outside; the sum over
-// the corners of trilinear_corners, in corner order.
+// The transpose of interior_cell_sum: adds w[c] x value to corner c of the cell whose lowest corner is at `v`.
+template <class Acc>
+MSPT_HD void interior_cell_splat(Acc* v, int64_t plane, int nx, const Acc* w, Acc value) {
+  v[0] += w[0] * value;
+  v[1] += w[1] * value;
+  v[nx] += w[2] * value;
+  v[nx + 1] += w[3] * value;
+  v[plane] += w[4] * value;
+  v[plane + 1] += w[5] * value;
+  v[plane + nx] += w[6] * value;
+  v[plane + nx + 1] += w[7] * value;
+}
+
+// The trilinear sample of volume [Z, Y, X] at voxel coordinate (fk, fj, fi), zero outside: the sum over the
+// corners of trilinear_corners.
 template <class T, class Acc>
 MSPT_HD Acc trilinear_sample(const T* volume, int nz, int ny, int nx, double fk, double fj, double fi) {
-  int64_t idx[8];
+  TrilinearCell cell;
+  if (!trilinear_cell(fk, fj, fi, nz, ny, nx, 0, &cell)) return Acc(0);
   Acc w[8];
-  if (!trilinear_corners<Acc>(fk, fj, fi, nz, ny, nx, idx, w)) return Acc(0);
+  cell_weights<Acc>(cell, w);
+  const int64_t plane = int64_t(ny) * nx;
+  if (cell_in_box(cell, 0, nz, ny, nx))
+    return interior_cell_sum<T, Acc>(volume + (cell.k0 * int64_t(ny) + cell.j0) * nx + cell.i0, plane, nx, w);
   Acc acc = 0;
-  for (int c = 0; c < 8; ++c)
-    if (idx[c] >= 0) acc += w[c] * static_cast<Acc>(volume[idx[c]]);
+  for (int c = 0; c < 8; ++c) {
+    const int64_t n = cell_corner_index(cell, c, nz, ny, nx);
+    if (n >= 0) acc += w[c] * static_cast<Acc>(volume[n]);
+  }
   return acc;
+}
+
+// The back-projector's gather onto a slab of planes [k_lo, k_hi): adds value x weight to the corners of the
+// footprint of voxel coordinate (fk, fj, fi) that lie on the slab, with trilinear_corners' weights.
+//   slab  [k_hi - k_lo, Y, X], plane k_lo first
+template <class Acc>
+MSPT_HD void splat_sample_on_slab(double fk, double fj, double fi, int k_lo, int k_hi, int ny, int nx, Acc value,
+                                  Acc* slab) {
+  TrilinearCell cell;
+  if (!trilinear_cell(fk, fj, fi, k_hi, ny, nx, 0, &cell) || cell.k0 < k_lo - 1) return;
+  Acc w[8];
+  cell_weights<Acc>(cell, w);
+  const int64_t plane = int64_t(ny) * nx;
+  if (cell_in_box(cell, k_lo, k_hi, ny, nx)) {
+    interior_cell_splat<Acc>(slab + (cell.k0 - k_lo) * plane + int64_t(cell.j0) * nx + cell.i0, plane, nx, w, value);
+    return;
+  }
+  for (int c = 0; c < 8; ++c) {
+    const int k = cell.k0 + (c >> 2), j = cell.j0 + ((c >> 1) & 1), i = cell.i0 + (c & 1);
+    if (k >= k_lo && k < k_hi && j >= 0 && j < ny && i >= 0 && i < nx)
+      slab[(k - k_lo) * plane + int64_t(j) * nx + i] += w[c] * value;
+  }
+}
+
+// The samples [*a, *b) within [s0, s1) of a ray whose cells pass cell_in_box(k_lo, k_hi, ny, nx)
+// (inv = ray_inverse(r)): clipped to a subset, then trimmed until both ends pass. Each voxel coordinate is
+// monotone in s (also as rounded), so every sample between two that pass passes too and a loop over them
+// needs no bounds checks. Samples left out go through the checked path, which gives them the same value.
+MSPT_HD void samples_in_box(const Ray& r, const RayInverse& inv, int k_lo, int k_hi, int ny, int nx, int64_t s0,
+                            int64_t s1, int64_t* a, int64_t* b) {
+  // Cells pass for coordinates in [lo, hi - 1) on each axis; a margin keeps the ends off the faces.
+  constexpr double margin = 1e-6;
+  clip_samples_inside(r.ok, inv.k, k_lo + margin, k_hi - 1.0 - margin, &s0, &s1);
+  clip_samples_inside(r.oj, inv.j, margin, ny - 1.0 - margin, &s0, &s1);
+  clip_samples_inside(r.oi, inv.i, margin, nx - 1.0 - margin, &s0, &s1);
+  double fk, fj, fi;
+  for (; s0 < s1; ++s0) {
+    ray_point(r, s0, &fk, &fj, &fi);
+    if (cell_in_box(cell_at(fk, fj, fi), k_lo, k_hi, ny, nx)) break;
+  }
+  for (; s1 > s0; --s1) {
+    ray_point(r, s1 - 1, &fk, &fj, &fi);
+    if (cell_in_box(cell_at(fk, fj, fi), k_lo, k_hi, ny, nx)) break;
+  }
+  *a = s0;
+  *b = s1;
 }
 
 // The gradient (d/dtk, d/dtj, d/dti) of the trilinear interpolant of volume [Z, Y, X] within one cell, at
@@ -292,11 +402,24 @@ template <class T, class Acc>
 MSPT_HD Acc project_pixel(const T* volume, const ProjectorGeometry& g, const double* rot, const double* shift, int j,
                           int i) {
   const Ray r = projection_ray(g, rot, shift, j, i);
-  int64_t s0, s1;
+  int64_t s0, s1, a, b;
   ray_sample_range(g, r, &s0, &s1);
+  samples_in_box(r, ray_inverse(r), 0, g.nz, g.ny, g.nx, s0, s1, &a, &b);
+  const int64_t plane = int64_t(g.ny) * g.nx;
   Acc acc = 0;
-  for (int64_t s = s0; s < s1; ++s) {
-    double fk, fj, fi;
+  double fk, fj, fi;
+  for (int64_t s = s0; s < a; ++s) {
+    ray_point(r, s, &fk, &fj, &fi);
+    acc += trilinear_sample<T, Acc>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
+  }
+  for (int64_t s = a; s < b; ++s) {
+    ray_point(r, s, &fk, &fj, &fi);
+    const TrilinearCell cell = cell_at(fk, fj, fi);
+    Acc w[8];
+    cell_weights<Acc>(cell, w);
+    acc += interior_cell_sum<T, Acc>(volume + cell.k0 * plane + int64_t(cell.j0) * g.nx + cell.i0, plane, g.nx, w);
+  }
+  for (int64_t s = b; s < s1; ++s) {
     ray_point(r, s, &fk, &fj, &fi);
     acc += trilinear_sample<T, Acc>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
   }
