@@ -196,3 +196,12 @@ def test_bad_runs_are_refused_before_any_work_with_the_field_named(tmp_path):
     # A volume that cannot fit: MemoryError with the numbers and what to change.
     with pytest.raises(MemoryError, match="voxel_size_A"):
         _check_tomo_memory((36, 512, 512), 0.1, TomoConfig(volume_shape=(4096, 4096, 4096)))
+
+
+def test_joint_stage_asked_for_is_refused_by_name(tmp_path, series):
+    folder, path = series
+    config = pipeline_data.tiny_config(folder, path, tmp_path / "joint")
+    config.write_text(config.read_text() + "[joint]\nenabled = true\n")
+    with pytest.raises(ValueError, match="joint.enabled"):
+        mspt.run(config, progress=False)
+    assert not (tmp_path / "joint").exists()

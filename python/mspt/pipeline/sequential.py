@@ -60,6 +60,11 @@ def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None
     if not isinstance(config, RunConfig):
         config = load_config(config)
     config = _with_overrides(config, out=out, overwrite=overwrite, scheduler=scheduler, device=device)
+    if config.joint.enabled:
+        raise ValueError(
+            "joint.enabled: the joint refinement is not a pipeline stage yet; set it to false and call "
+            "mspt.joint.refine_volume from Python on the sequential result"
+        )
     out_dir = pathlib.Path(config.output.dir)
     store = ResultsStore(out_dir / RESULTS_NAME)
     timings: dict = {}
