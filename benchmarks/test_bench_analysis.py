@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mspt.analysis import fsc, resolution
+from timing import timed_pedantic  # noqa: E402
 
 SIDE = 256
 VOXEL_A = 0.3
@@ -41,8 +42,7 @@ def fft_floor_s(volume, repeats=3):
 
 def test_resolution_256(benchmark, report, halves):
     volume = halves[0]
-    result = benchmark.pedantic(resolution, args=(volume, VOXEL_A), rounds=3, iterations=1)
-    seconds = benchmark.stats.stats.min
+    result, seconds = timed_pedantic(benchmark, lambda: resolution(volume, VOXEL_A), rounds=3)
     assert result.axial_A > 1.5 * result.transverse_A  # the volume's anisotropy is found
     report(
         "resolution 256^3",
@@ -55,8 +55,7 @@ def test_resolution_256(benchmark, report, halves):
 
 def test_fsc_256(benchmark, report, halves):
     a, b = halves
-    result = benchmark.pedantic(fsc, args=(a, b, VOXEL_A), kwargs={"cone_axis": "z"}, rounds=3, iterations=1)
-    seconds = benchmark.stats.stats.min
+    result, seconds = timed_pedantic(benchmark, lambda: fsc(a, b, VOXEL_A, cone_axis="z"), rounds=3)
     assert result.resolution_half_bit_A > 2 * VOXEL_A or result.reaches_nyquist[1]
     report(
         "conical FSC 256^3",
@@ -110,12 +109,12 @@ def test_atom_fit_256(benchmark, report, co3o4_volume):
         cpu.append(time.process_time() - started)
         return result
 
-    fit = benchmark.pedantic(timed_fit, rounds=1, iterations=1)
+    fit, seconds = timed_pedantic(benchmark, timed_fit, rounds=1)
     summary = fit.summary()
     assert summary["all"]["found_fraction"] > 0.99  # every site of the (vacancy-free) crystal is found
     report(
         "atom fit 256^3",
-        seconds=benchmark.stats.stats.min,
+        seconds=seconds,
         cpu_seconds=min(cpu),
         sites=summary["all"]["sites"],
         found_fraction=summary["all"]["found_fraction"],
