@@ -4,6 +4,7 @@ resume after SIGKILL, and Dask fan-out surviving a killed worker."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,10 +199,51 @@ def test_bad_runs_are_refused_before_any_work_with_the_field_named(tmp_path):
         _check_tomo_memory((36, 512, 512), 0.1, TomoConfig(volume_shape=(4096, 4096, 4096)))
 
 
-def test_joint_stage_asked_for_is_refused_by_name(tmp_path, series):
-    folder, path = series
-    config = pipeline_data.tiny_config(folder, path, tmp_path / "joint")
-    config.write_text(config.read_text() + "[joint]\nenabled = true\n")
-    with pytest.raises(ValueError, match="joint.enabled"):
-        mspt.run(config, progress=False)
-    assert not (tmp_path / "joint").exists()
+def test_joint_stage_resumes_a_finished_run_from_the_cli(finished_run, tmp_path):
+    """``[joint] enabled`` added to a finished sequential run and resumed from the CLI: the joint stage
+    alone runs (the sequential results stay bit-identical), writes its group, analysis, report and export,
+    lowers the loss; a second resume does no work; a changed [joint] re-runs it; a changed [tomo] is refused."""
+    folder, config, result = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(result.out_dir, run_dir)
+    joint_toml = tmp_path / "joint.toml"
+    text = config.read_text().replace(str(result.out_dir), str(run_dir))
+    joint_toml.write_text(text + JOINT_TOML.format(outer=1))
+    with h5py.File(run_dir / "results.h5", "r") as f:
+        sequential = f["tomo/volume"][()]
+    cli = subprocess.run([sys.executable, "-m", "mspt.cli", "run", str(joint_toml), "--resume", "--quiet"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "joint refinement: resolution (z, y, x)" in cli.stdout
+    with h5py.File(run_dir / "results.h5", "r") as f:
+        assert np.array_equal(f["tomo/volume"][()], sequential)
+        loss, blocks = f["joint/loss"][()], f["joint/blocks"][()].astype(str)
+        volume = f["joint/volume"][()]
+        assert f["joint/analysis/resolution_A"].shape == (3,)
+        assert f["joint/rotation"].shape == (3, 3, 3) and f["joint/probe"].ndim == 4
+        voxel = f["joint"].attrs["voxel_size_A"]
+    assert tuple(blocks) == ("start", "volume", "acquisition") and loss[-1] < loss[0]
+    assert voxel == pytest.approx(0.25) and np.all(volume >= 0)  # the ptychography pixel, by default
+    assert (run_dir / "report_joint.png").stat().st_size > 0 and (run_dir / "volume_joint.mrc").exists()
+
+    again = mspt.run(joint_toml, resume=True, progress=False)
+    assert again.timings["joint"] == 0.0 and again.joint["resolution_A"] is not None
+    joint_toml.write_text(text + JOINT_TOML.format(outer=2))
+    rerun = mspt.run(joint_toml, resume=True, progress=False)
+    assert rerun.timings["joint"] > 0
+    with h5py.File(run_dir / "results.h5", "r") as f:
+        assert f["joint/loss"].shape == (5,)
+    joint_toml.write_text(text.replace("final_iterations = 5", "final_iterations = 6") + JOINT_TOML.format(outer=2))
+    with pytest.raises(ValueError, match="changed: tomo"):
+        mspt.run(joint_toml, resume=True, progress=False)
+
+
+JOINT_TOML = """
+[joint]
+enabled = true
+outer_iterations = {outer}
+volume_evaluations = 4
+acquisition_evaluations = 2
+refine = ["poses", "positions"]
+progress = false
+"""

@@ -81,6 +81,10 @@ def _print_outputs(result) -> None:
         print(f"resolution (z, y, x): {z:.2f}, {y:.2f}, {x:.2f} A")
     if result.atoms_found_fraction is not None:
         print(f"atom sites found: {100 * result.atoms_found_fraction:.1f} %")
+    if result.joint is not None:
+        z, y, x = result.joint["resolution_A"]
+        print(f"joint refinement: resolution (z, y, x): {z:.2f}, {y:.2f}, {x:.2f} A" + (
+            f"; atom sites found: {100 * result.joint['found_fraction']:.1f} %" if "found_fraction" in result.joint else ""))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
 
 

@@ -9,7 +9,7 @@ Each TOML section maps onto a dataclass whose field names are its keys (DESIGN.m
     [denoise]  mspt.denoise:DenoiseConfig
     [tomo]     mspt.tomo:TomoConfig
     [analysis] mspt.analysis:AnalysisConfig
-    [joint]    JointConfig        enabled
+    [joint]    mspt.joint:JointConfig
 
 Stage dataclasses are resolved by name when first needed, so this module imports without the stages.
 The loader is generic over dataclasses: TOML arrays become tuples, strings such as "auto" pass through to
@@ -99,17 +99,6 @@ class RunSettings:
             raise ValueError(f"progress: expected true or false, got {self.progress!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class JointConfig:
-    """enabled : run the joint (end-to-end) refinement after the sequential method."""
-
-    enabled: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled: expected true or false, got {self.enabled!r}")
-
-
 # Section name -> its dataclass, or "module:Class" imported on first use.
 SECTIONS: dict[str, Any] = {
     "input": InputConfig,
@@ -119,7 +108,7 @@ SECTIONS: dict[str, Any] = {
     "denoise": "mspt.denoise:DenoiseConfig",
     "tomo": "mspt.tomo:TomoConfig",
     "analysis": "mspt.analysis:AnalysisConfig",
-    "joint": JointConfig,
+    "joint": "mspt.joint.config:JointConfig",
 }
 # Keys that hold file or directory paths besides those named *_path: resolved against the TOML's directory.
 PATH_KEYS = {("input", "tiltseries"), ("input", "structure"), ("output", "dir")}
@@ -149,7 +138,7 @@ class RunConfig:
     denoise: Any = None
     tomo: Any = None
     analysis: Any = None
-    joint: JointConfig = dataclasses.field(default_factory=JointConfig)
+    joint: Any = None
 
     def __post_init__(self):
         for name in SECTIONS:

@@ -47,8 +47,8 @@ def save_projections(path, phase, denoised=None, *, pixel_size_A: float, overwri
 
 
 def save_analysis(path, *, resolution_A, atoms_A=None, elements=None, site_found=None, displacement_A=None,
-                  overwrite: bool = False) -> None:  # fmt: skip
-    """Write the ``analysis`` group: ``resolution_A`` (3,) for (z, y, x) in A and, when atoms were fitted,
+                  overwrite: bool = False, group: str = ANALYSIS) -> None:  # fmt: skip
+    """Write the ``analysis`` group (or ``group``, e.g. ``joint/analysis``): ``resolution_A`` (3,) for (z, y, x) in A and, when atoms were fitted,
     ``atoms_A`` (N, 3) (x, y, z) in A, ``elements`` (N,) symbols, ``site_found`` (N,) bool and
     ``displacement_A`` (N, 3) (NaN where no atom was found)."""
     resolution = np.asarray(resolution_A, dtype=float)
@@ -80,7 +80,7 @@ def save_analysis(path, *, resolution_A, atoms_A=None, elements=None, site_found
         for name, array in arrays.items():
             group.create_dataset(name, data=array)
 
-    _write_group(path, ANALYSIS, write, overwrite)
+    _write_group(path, group, write, overwrite)
 
 
 def write_run_attributes(path, *, config=None, **attrs) -> None:
@@ -126,11 +126,11 @@ def load_projections(path) -> dict:
     return out
 
 
-def load_analysis(path) -> dict:
-    """The ``analysis`` group's arrays (``elements`` as str)."""
+def load_analysis(path, group: str = ANALYSIS) -> dict:
+    """The ``analysis`` group's (or ``group``'s) arrays (``elements`` as str)."""
     with _open(path) as f:
-        group = _group(f, path, ANALYSIS)
-        out = {name: group[name][()] for name in group}
+        found = _group(f, path, group)
+        out = {name: found[name][()] for name in found}
     if "elements" in out:
         out["elements"] = out["elements"].astype(str)
     return out

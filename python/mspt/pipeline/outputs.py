@@ -55,6 +55,13 @@ class ResultsStore:
             elif path.exists():
                 path.unlink()
 
+    def discard_group(self, name: str) -> None:
+        """Remove group ``name`` from the results file (atomically)."""
+        with atomic.atomic_path(self.path, name="output.dir", copy_existing=True) as tmp:
+            with h5py.File(tmp, "a") as f:
+                if name in f:
+                    del f[name]
+
     # -- writers -----------------------------------------------------------------------------------------
     def write_root_attrs(self, *, config_toml: str | None = None, **attrs) -> None:
         write_run_attributes(self.path, config=config_toml, **attrs)

@@ -6,11 +6,15 @@ Stages, each resumable (a finished stage's group in ``results.h5`` is its proof 
 2. projections summed phases on one grid centred on the rotation axis, then denoised
 3. tomo        volume and refined poses
 4. analysis    resolution from the power spectrum; with a structure, lattice registration and atom fitting
+5. joint       with ``[joint] enabled``: the joint refinement from the sequential result, then its own
+               analysis (:mod:`.joint_stage`)
 
 Outputs in ``[output] dir``: ``results.h5`` (DESIGN.md schema, the configuration as TOML in its root
 attributes), ``report_*.png``, ``volume.mrc`` and ``atoms.xyz`` exports, ``mspt.log``; the per-tilt files
 and checkpoints in ``work/``. Nothing existing is overwritten unless ``overwrite`` is set, and
-``resume=True`` continues an interrupted run from where it stopped, with the same result.
+``resume=True`` continues an interrupted run from where it stopped, with the same result; a resumed run
+may change ``[joint]`` (the sequential stages are kept, the joint stage is run again), ``[output]`` and
+``[run]``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from .. import __version__
 from .._warning import ReconstructionWarning
 from .fanout import run_jobs, tilt_jobs
+from .joint_stage import joint_stage
 from .outputs import ResultsStore
 from .projections import projection_stack
 
@@ -46,6 +51,7 @@ class PipelineResult:
     timings: dict
     resolution_A: tuple | None
     atoms_found_fraction: float | None
+    joint: dict | None = None
 
 
 def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None, scheduler: str | None = None,
@@ -60,11 +66,6 @@ def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None
     if not isinstance(config, RunConfig):
         config = load_config(config)
     config = _with_overrides(config, out=out, overwrite=overwrite, scheduler=scheduler, device=device)
-    if config.joint.enabled:
-        raise ValueError(
-            "joint.enabled: the joint refinement is not a pipeline stage yet; set it to false and call "
-            "mspt.joint.refine_volume from Python on the sequential result"
-        )
     out_dir = pathlib.Path(config.output.dir)
     store = ResultsStore(out_dir / RESULTS_NAME)
     timings: dict = {}
@@ -81,6 +82,9 @@ def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None
             timings["projections"] = time.perf_counter() - started
             tomo_result, timings["tomo"] = _tomo_stage(config, series, store, out_dir, projections, pixel, shown)
             analysis, timings["analysis"] = _analysis_stage(config, store, out_dir, tomo_result)
+            joint = None
+            if config.joint.enabled:
+                joint, timings["joint"] = joint_stage(config, series, store, out_dir, tomo_result, shown)
             store.write_root_attrs(finished=_now())
             log.info("finished: %s", store.path)
         finally:
@@ -88,7 +92,7 @@ def run(config, *, out=None, resume: bool = False, overwrite: bool | None = None
             handler.close()
     return PipelineResult(
         out_dir=out_dir, results_path=store.path, reports=store.reports, exports=store.exports, timings=timings,
-        resolution_A=analysis.get("resolution_A"), atoms_found_fraction=analysis.get("found_fraction"),
+        resolution_A=analysis.get("resolution_A"), atoms_found_fraction=analysis.get("found_fraction"), joint=joint,
     )  # fmt: skip
 
 
@@ -246,14 +250,30 @@ def _prepare_output(out_dir: pathlib.Path, store: ResultsStore, config, resume: 
         store.discard(out_dir / "work")
     if resume and store.path.exists():
         stored = store.read_root_attr("config_toml")
-        from ..config import to_toml
-
-        if stored is not None and stored != to_toml(config):
-            raise ValueError(
-                f"resume: {store.path} was written with a different configuration; resume with the same "
-                "configuration or start a new run in another --out"
-            )
+        if stored is not None:
+            _check_resume(store, stored, config)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_resume(store: ResultsStore, stored_toml: str, config) -> None:
+    """A resumed run keeps every stage's settings. ``[output]`` and ``[run]`` may change (a moved folder,
+    another scheduler or device: where and how, not what), and so may ``[joint]``, which discards the joint
+    stage's results so that it runs again with the new settings."""
+    from ..config import tomllib, to_toml
+
+    stored, current = tomllib.loads(stored_toml), tomllib.loads(to_toml(config))
+    for section in ("output", "run"):
+        stored.pop(section, None), current.pop(section, None)
+    stored_joint, current_joint = stored.pop("joint", {}), current.pop("joint", {})
+    if stored != current:
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        raise ValueError(
+            f"resume: {store.path} was written with a different configuration (changed: {', '.join(changed)}); "
+            "resume with the same configuration (only [joint], [output] and [run] may change) or start a new run in another --out"
+        )
+    if stored_joint != current_joint and store.has("joint"):
+        log.info("resume: [joint] changed; the joint stage runs again")
+        store.discard_group("joint")
 
 
 def _open_series(config):

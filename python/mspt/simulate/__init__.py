@@ -3,5 +3,6 @@ multislice). Needs the ``sim`` extra (abtem, ase). Never the only reference of a
 
 from .nanocube import nanocube, perovskite_srtio3
 from .tiltseries import raster_positions_A, tiltseries
+from .volume import potential_volume
 
-__all__ = ["nanocube", "perovskite_srtio3", "raster_positions_A", "tiltseries"]
+__all__ = ["nanocube", "perovskite_srtio3", "potential_volume", "raster_positions_A", "tiltseries"]

@@ -1,0 +1,82 @@
+"""The pipeline's ``[joint]`` stage: the joint refinement started from the sequential result, its analysis
+(resolution and atoms, as for the sequential volume) and its report.
+
+Its results go to the ``joint`` group of ``results.h5`` (:mod:`mspt.joint.results_file`) and
+``joint/analysis``; the refined potential is exported as ``volume_joint.mrc`` (V; the sequential
+``volume.mrc`` holds the summed phase per A). The sequential results are left as they are, so the two can be
+compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger("mspt.pipeline")
+
+
+def joint_memory_bytes(volume_shape, config) -> int:
+    """Host memory of the joint refinement: the L-BFGS-B correction pairs (2 per ``memory_vectors``) and
+    about eight more float64 volumes (iterate, gradient, line search, workspace)."""
+    return (2 * config.memory_vectors + 8) * 8 * int(np.prod(volume_shape))
+
+
+def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
+    """Run (or, on resume, read back) the joint refinement; returns (summary, seconds)."""
+    from ..io import export_volume
+    from ..joint import build_start, refine
+    from ..joint.results_file import save_joint_result
+    from ..ptycho.memory import available_ram_bytes
+    from ..joint.report import save_joint_report
+
+    if store.has("joint/analysis"):
+        return {"resolution_A": tuple(float(r) for r in store.read("joint/analysis/resolution_A"))}, 0.0
+    cfg = config.joint
+    started = time.perf_counter()
+    model, tilts, start = build_start(
+        series, store.ptycho_results(), tomo_result, voxel_size_A=cfg.voxel_size_A, n_slices=cfg.n_slices,
+        slice_thickness_A=cfg.slice_thickness_A, likelihood=cfg.likelihood, batch_size=cfg.batch_size,
+        device=config.run.device, threads=config.run.threads,
+    )  # fmt: skip
+    need, have = joint_memory_bytes(start.shape, cfg), available_ram_bytes()
+    log.info("joint: volume %s at %.3f A, needs about %.2f GB of the %.2f GB available", start.shape,
+             model.voxel_size_A, need / 1e9, have / 1e9)  # fmt: skip
+    if need > 0.8 * have:
+        raise MemoryError(
+            f"joint: the volume {start.shape} and its optimiser need about {need / 1e9:.1f} GB, more than 80 % of "
+            f"the {have / 1e9:.1f} GB available; set [joint] voxel_size_A larger or memory_vectors smaller"
+        )
+    result = refine(model, start, tilts, cfg.replace(progress=cfg.progress and config.run.progress and progress))
+    save_joint_result(store.path, result, model, overwrite=True)
+    store.exports["volume_joint"] = export_volume(out_dir / "volume_joint.mrc", result.volume, model.voxel_size_A,
+                                                  overwrite=True)  # fmt: skip
+    summary = _analyse(config, store, out_dir, result.volume, model.voxel_size_A)
+    store.add_report("joint", save_joint_report(start, result, model.voxel_size_A, out_dir / "report_joint.png"))
+    log.info("joint: loss %.6g -> %.6g in %.1f passes; resolution (z, y, x) = %s A", result.loss[0],
+             result.loss[-1], result.passes, summary["resolution_A"])  # fmt: skip
+    return summary, time.perf_counter() - started
+
+
+def _analyse(config, store, out_dir, volume, voxel_size_A) -> dict:
+    from ..analysis import LatticeMismatchError, fit_lattice, load_structure, resolution
+    from ..io import save_analysis
+
+    res = resolution(volume, voxel_size_A)
+    summary: dict = {"resolution_A": tuple(float(r) for r in res.resolution_A)}
+    fit = None
+    if config.input.structure:
+        try:
+            fit = fit_lattice(volume, voxel_size_A, load_structure(config.input.structure), config=config.analysis)
+        except LatticeMismatchError as err:
+            log.warning("joint: no atom fit: %s", err)
+            summary["atom_fit_error"] = str(err)
+        else:
+            summary["found_fraction"] = float(np.mean(fit.site_found))
+    atoms = {} if fit is None else dict(
+        atoms_A=fit.positions_A, elements=np.asarray(fit.elements).astype(str),
+        site_found=np.asarray(fit.site_found, bool), displacement_A=fit.displacement_A,
+    )  # fmt: skip
+    save_analysis(store.path, resolution_A=res.resolution_A, overwrite=True, group="joint/analysis", **atoms)
+    return summary
