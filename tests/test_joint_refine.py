@@ -53,7 +53,8 @@ def _total_loss(model, volume, tilts) -> float:
 
 
 def _config(**changes) -> JointConfig:
-    return JointConfig(progress=False, **changes)
+    """The blocks' own tests fit every position (no held-out ones, tested on their own below)."""
+    return JointConfig(progress=False, **{"validation_fraction": 0.0, **changes})
 
 
 def test_volume_block_lowers_the_loss_to_the_noise_floor_and_approaches_the_truth(series, measured):
@@ -142,6 +143,34 @@ def test_probe_block_fits_the_data_as_well_as_the_true_probe(dense_tilt, measure
     assert start > 0.5 and after < 0.005
 
 
+def test_held_out_positions_choose_the_returned_state(series, measured):
+    """10 % of each tilt's positions held out: the training loss excludes them, the state returned is the
+    one with their lowest loss (checked by recomputing both losses there), and every position comes back."""
+    from mspt.joint.holdout import split_tilt
+
+    ndimage = pytest.importorskip("scipy.ndimage")
+    model, truth, tilts = series
+    start = (0.7 * ndimage.gaussian_filter(truth, 1.5)).astype(np.float32)
+    config = JointConfig(progress=False, outer_iterations=5, volume_evaluations=4, refine=(), validation_fraction=0.1,
+                         patience=2)  # fmt: skip
+    result = refine(model, start, tilts, config)
+    rng = np.random.default_rng(config.seed)
+    splits = [split_tilt(t, 0.1, rng) for t in tilts]
+    assert all(s.validation.positions_px.shape[0] == 8 for s in splits)
+    train = [s.train for s in splits]
+    held = [s.validation for s in splits]
+    assert result.loss[0] == pytest.approx(_total_loss(model, start, train), rel=1e-12)
+    assert result.validation_loss[0] == pytest.approx(_total_loss(model, start, held), rel=1e-12)
+    best = int(np.argmin(result.validation_loss))
+    assert result.best_block == best
+    assert _total_loss(model, result.volume, held) == pytest.approx(result.validation_loss[best], rel=1e-9)
+    assert _total_loss(model, result.volume, train) == pytest.approx(result.loss[best], rel=1e-9)
+    assert [t.positions_px.shape for t in result.tilts] == [t.positions_px.shape for t in tilts]
+    measured("joint held-out", "held-out loss, returned / start", result.validation_loss[best] / result.validation_loss[0], 1.0)
+    assert result.validation_loss[best] < result.validation_loss[0]
+    assert result.stop_reason in ("iterations", "validation")
+
+
 def test_refine_rejects_bad_arguments(series):
     model, truth, tilts = series
     with pytest.raises(TypeError, match="model"):
@@ -154,6 +183,8 @@ def test_refine_rejects_bad_arguments(series):
         JointConfig(outer_iterations=0)
     with pytest.raises(ValueError, match="refine"):
         JointConfig(refine=("pose",))
+    with pytest.raises(ValueError, match="validation_fraction"):
+        JointConfig(validation_fraction=0.8)
     with pytest.raises(ValueError, match="patterns"):
         JointTilt(tilts[0].rotation, np.zeros(2), tilts[0].probe, tilts[0].positions_px, np.zeros((3, 16, 16)))
     with pytest.raises(ValueError, match="likelihood"):

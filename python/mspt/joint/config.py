@@ -27,6 +27,10 @@ class JointConfig:
     n_slices, slice_thickness_A : the slab stack; default the ptychography's.
     likelihood : "poisson" or "amplitude". batch_size : scan positions per multislice call.
     memory_vectors : L-BFGS correction pairs kept for the volume (each costs two float64 volumes).
+    validation_fraction : fraction of each tilt's positions held out of the fit (:mod:`.holdout`); the
+        state with the lowest loss on them is returned, and the run stops after ``patience`` outer
+        iterations without a new lowest. 0 fits every position and returns the last state.
+    patience : see ``validation_fraction``. seed : the held-out positions' random choice.
     progress : a progress bar over the outer iterations.
     """
 
@@ -41,6 +45,9 @@ class JointConfig:
     likelihood: str = "poisson"
     batch_size: int = 256
     memory_vectors: int = 8
+    validation_fraction: float = 0.05
+    patience: int = 2
+    seed: int = 0
     progress: bool = True
 
     def __post_init__(self):
@@ -64,6 +71,9 @@ class JointConfig:
         v.choice("likelihood", self.likelihood, ops.LIKELIHOODS)
         v.positive("batch_size", self.batch_size, integer=True)
         v.positive("memory_vectors", self.memory_vectors, integer=True)
+        v.fraction("validation_fraction", self.validation_fraction, high=0.5)
+        v.positive("patience", self.patience, integer=True)
+        v.positive("seed", self.seed, integer=True, allow_zero=True)
 
     def replace(self, **changes) -> "JointConfig":
         return dataclasses.replace(self, **changes)

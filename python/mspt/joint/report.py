@@ -11,7 +11,7 @@ from .refine import JointResult
 
 def save_joint_report(start: np.ndarray, result: JointResult, voxel_size_A: float, path) -> pathlib.Path:
     """A PNG: central (x, z) and (x, y) sections of the start and refined potentials (V, same grey scale),
-    and the summed loss after each block."""
+    and the training and held-out losses after each block (the returned block marked)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -41,9 +41,16 @@ def save_joint_report(start: np.ndarray, result: JointResult, voxel_size_A: floa
         chosen = [i for i, b in enumerate(result.blocks) if b == block]
         ax.plot(steps[chosen], result.loss[chosen], marker, label=f"after {block} block")
     ax.set_xlabel("block")
-    ax.set_ylabel("summed loss")
+    ax.set_ylabel("training loss (summed)")
+    if np.any(np.isfinite(result.validation_loss)):
+        held = ax.twinx()
+        held.plot(steps, result.validation_loss, "r--", label="held-out positions")
+        held.axvline(result.best_block, color="r", lw=0.8)
+        held.set_ylabel("held-out loss (summed)", color="r")
+        held.legend(fontsize=8, loc="upper center")
     ax.legend(fontsize=8)
-    ax.set_title(f"loss; {result.passes:.1f} passes over the data", fontsize=9)
+    ax.set_title(f"loss; {result.passes:.1f} passes over the data; returned: block {result.best_block} "
+                 f"({result.stop_reason})", fontsize=9)  # fmt: skip
     fig.suptitle(f"Joint refinement (potential in V, grey scale 0 to {hi:.0f} V; {d:.3f} A voxels)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -2,9 +2,10 @@
 
 ``joint/``: ``volume`` (Z, Y, X) float32 potential (V); ``rotation`` (T, 3, 3), ``shifts_A`` (T, 2), ``probe``
 (T, M, ny, nx) complex64, ``positions_px`` (T, N, 2) (window centres on the projection grid, whose pixel
-(P // 2, P // 2) is the rotation axis) after refinement; ``loss`` (n,) and ``blocks`` (n,) the summed loss at
-the start and after each block. Attributes: ``voxel_size_A``, ``pixel_size_A``, ``grid_shape``, ``n_slices``,
-``slice_thickness_A``, ``energy_eV``, ``likelihood``, ``passes``, ``timings`` (JSON). Written atomically.
+(P // 2, P // 2) is the rotation axis) after refinement; ``loss`` (n,), ``validation_loss`` (n,) and
+``blocks`` (n,): the training and held-out losses at the start and after each block. Attributes:
+``voxel_size_A``, ``pixel_size_A``, ``grid_shape``, ``n_slices``, ``slice_thickness_A``, ``energy_eV``,
+``likelihood``, ``passes``, ``best_block``, ``stop_reason``, ``timings`` (JSON). Written atomically.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ def save_joint_result(path, result: JointResult, model: JointModel, overwrite: b
         g.create_dataset("probe", data=np.stack([t.probe for t in result.tilts]).astype(np.complex64))
         g.create_dataset("positions_px", data=np.stack([t.positions_px for t in result.tilts]))
         g.create_dataset("loss", data=result.loss)
+        g.create_dataset("validation_loss", data=result.validation_loss)
         g.create_dataset("blocks", data=np.array(result.blocks, dtype="S"))
         grid = model.shape or result.volume.shape[1:]
         g.attrs.update(
             voxel_size_A=model.voxel_size_A, pixel_size_A=model.pixel_A, grid_shape=np.array(grid),
             n_slices=model.n_slices, slice_thickness_A=model.slice_thickness_A, energy_eV=model.energy_eV,
             likelihood=model.likelihood, passes=float(result.passes), timings=json.dumps(result.timings),
+            best_block=int(result.best_block), stop_reason=result.stop_reason,
         )  # fmt: skip
     return path
 

@@ -38,6 +38,10 @@ class ScanPatterns:
             raise TypeError(f"batch: expected a slice of positions, got {type(batch).__name__}")
         return self.scan.read(np.arange(self.shape[0])[batch])
 
+    def read(self, indices) -> np.ndarray:
+        """The patterns at flat position ``indices``."""
+        return self.scan.read(indices)
+
 
 def grid_shape(positions_A: list[np.ndarray], window: tuple[int, int], pixel_size_A: float) -> tuple[int, int]:
     """The smallest even (P, P) grid centred on the rotation axis that holds every probe window, plus a
