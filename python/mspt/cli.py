@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .pipeline.demo import run_demo
 
-    result = run_demo(args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    result = run_demo(args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet, joint=args.joint)
     _print_outputs(result)
     return 0
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mspt-demo", help="output folder (default: ./mspt-demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs")
+    p.add_argument("--joint", action="store_true",
+                   help="add the joint refinement (with --resume on a finished demo, only it runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 

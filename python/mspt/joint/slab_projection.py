@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .slabs import SlabStack, depth_rate_vjp, rotated_coordinates_A
+from .slabs import SlabStack, depth_rate_vjp, rotated_coordinates_A, rotated_depth_A
 
 
 def project_slabs(
@@ -29,7 +29,7 @@ def project_slabs(
 ) -> np.ndarray:
     """The S slab projections (S, Py, Px) float32 (volume unit x A) of ``volume`` (Z, Y, X) at one pose
     (``rotation`` (3, 3), ``shifts_A`` (2,) as (dy, dx) in A), entrance slab first."""
-    depth = rotated_coordinates_A(volume.shape, voxel_size_A, rotation)[2]
+    depth = rotated_depth_A(volume.shape, voxel_size_A, rotation)
     kw = dict(shape=shape, pixel_size_A=pixel_size_A, device=device, threads=threads)
     return np.concatenate(
         [
@@ -55,12 +55,13 @@ def project_slabs_vjp(
     """Gradients through :func:`project_slabs` given ``grad_slabs`` = dL/dP (S, Py, Px): ``volume`` (Z, Y, X)
     float32, ``rotation_vector`` (3,) float64 (1/rad, tangent update ``R <- exp([w]x) R``) and ``shifts_A``
     (2,) float64 (1/A); ``None`` for those not in ``wrt``."""
-    coords = rotated_coordinates_A(volume.shape, voxel_size_A, rotation)
-    depth = coords[2]
+    # The depths' in-plane partners (q_x, q_y) are only needed for the slabs' part of the rotation gradient.
+    coords = rotated_coordinates_A(volume.shape, voxel_size_A, rotation) if "rotation" in wrt else None
+    depth = coords[2] if coords is not None else rotated_depth_A(volume.shape, voxel_size_A, rotation)
     # The back-projection is needed by the volume gradient and by the slab part of the rotation gradient.
     needs_backprojection = bool(wrt & {"volume", "rotation"})
     pose_wrt = wrt & {"rotation", "shifts"}
-    d_volume = np.zeros(volume.shape, np.float64) if "volume" in wrt else None
+    d_volume = np.zeros(volume.shape, np.float32) if "volume" in wrt else None
     d_rotation = np.zeros(3) if "rotation" in wrt else None
     d_shifts = np.zeros(2) if "shifts" in wrt else None
     for s in range(slabs.n_slices):
@@ -80,11 +81,11 @@ def project_slabs_vjp(
         back = ops.backproject(
             g, rotation[None], shifts_A[None], voxel_size_A, volume.shape, pixel_size_A=pixel_size_A,
             device=device, threads=threads,
-        ).astype(np.float64)  # fmt: skip
+        )  # fmt: skip
         if d_volume is not None:
             d_volume += weight * back
         if d_rotation is not None:
-            d_rotation += depth_rate_vjp(coords, back * volume * slabs.weight_derivative(s, depth))
+            d_rotation += depth_rate_vjp(coords, back.astype(np.float64) * volume * slabs.weight_derivative(s, depth))
     return ops.ProjectionGrads(
-        volume=None if d_volume is None else d_volume.astype(np.float32), rotation_vector=d_rotation, shifts_A=d_shifts
+        volume=d_volume, rotation_vector=d_rotation, shifts_A=d_shifts
     )

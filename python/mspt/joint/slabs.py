@@ -83,6 +83,15 @@ def rotated_coordinates_A(volume_shape, voxel_size_A: float, rotation: np.ndarra
     return np.stack([rotation[a, 0] * x + rotation[a, 1] * y + rotation[a, 2] * z for a in range(3)])
 
 
+def rotated_depth_A(volume_shape, voxel_size_A: float, rotation: np.ndarray) -> np.ndarray:
+    """q_z = (R x)_z (A) for every voxel, (Z, Y, X): the depth along the beam, all the slab weights need (a
+    third of :func:`rotated_coordinates_A`'s work, with the same arithmetic, so the same values)."""
+    nz, ny, nx = volume_shape
+    x, y, z = ((np.arange(n) - n // 2) * voxel_size_A for n in (nx, ny, nz))
+    r = rotation[2]
+    return (r[0] * x)[None, None, :] + (r[1] * y)[None, :, None] + (r[2] * z)[:, None, None]
+
+
 def depth_rate_vjp(coordinates_A: np.ndarray, grad_depth: np.ndarray) -> np.ndarray:
     """sum over voxels of grad_depth * d q_z / d w: the rotation-vector gradient (3,) carried by the depths,
     for the tangent update R <- exp([w]x) R at w = 0.

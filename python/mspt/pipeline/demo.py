@@ -31,6 +31,16 @@ iterations = 20
 voxel_size_A = 0.4
 """
 
+# ``mspt demo --joint``: the joint refinement after the sequential method (a few minutes more); with
+# ``--resume`` on a finished demo only this stage runs.
+DEMO_JOINT_TOML = """
+[joint]
+enabled = true
+outer_iterations = 2
+volume_evaluations = 10
+acquisition_evaluations = 5
+"""
+
 
 def simulate_demo_series(out_dir: pathlib.Path, *, overwrite: bool, progress: bool) -> pathlib.Path:
     """Write the demo's tilt series and the ideal cube (its structure) into ``out_dir``."""
@@ -47,13 +57,14 @@ def simulate_demo_series(out_dir: pathlib.Path, *, overwrite: bool, progress: bo
     return series
 
 
-def run_demo(out_dir, *, overwrite: bool = False, resume: bool = False, progress: bool = True):
-    """Simulate (once) and reconstruct the demo into ``out_dir``; returns the PipelineResult."""
+def run_demo(out_dir, *, overwrite: bool = False, resume: bool = False, progress: bool = True, joint: bool = False):
+    """Simulate (once) and reconstruct the demo into ``out_dir`` (with ``joint``, the joint refinement too);
+    returns the PipelineResult."""
     from ..config import load_config
     from .sequential import run
 
     out_dir = pathlib.Path(out_dir)
     simulate_demo_series(out_dir, overwrite=overwrite, progress=progress)
     config_path = out_dir / "demo.toml"
-    config_path.write_text(DEMO_TOML)
+    config_path.write_text(DEMO_TOML + (DEMO_JOINT_TOML if joint else ""))
     return run(load_config(config_path), resume=resume, overwrite=overwrite, progress=progress)
