@@ -25,7 +25,7 @@ from mspt.ptycho.memory import object_shape
 
 PIXEL_A = 0.2
 # Three sizes, and two regularisers on the second: patterns read from an HDF5 file and held in memory (they
-# dominate, and reading them takes three copies); a deep stack streamed from the file (the object copies
+# dominate, with the heap their check leaves behind); a deep stack streamed from the file (the object copies
 # dominate); four probe modes on 96 x 96 patterns held from a NumPy array (the engine's work buffers weigh
 # in). The position search is off: it runs only when a position is stuck, so a clean run would not show its
 # (planned) buffer.

@@ -226,6 +226,7 @@ class PtychoEngine:
                 gradient[batch] = fit.positions_px
             if refine_positions:
                 self._step_positions(batch, fit.positions_px)
+            del fit  # this batch's gradients are freed before the next batch's are made: their memory is reused
         if refine_scan:
             self._step_scan_model(gradient)
         if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
@@ -392,7 +393,7 @@ class PtychoEngine:
             fit = ops.multislice_loss_grad(
                 pattern, self.slices, self.probe, candidates, self.slice_thickness_A, self.scan.energy_eV,
                 self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad, wrt=(), device=cfg.device,
-                threads=cfg.threads,
+                threads=cfg.threads, check_data=False,
             )  # fmt: skip
             best = int(np.argmin(fit.loss_per_position))
             if fit.loss_per_position[best] < losses[b]:
@@ -427,22 +428,20 @@ class PtychoEngine:
         illumination = ops.illumination(probe_intensity, positions, self.slices.shape[1:])
         # Every slice's Newton step alone would correct the whole exit wave; taken together they would
         # correct it n_slices times over, so each slice takes its share.
-        denominator = 2 * curvature * len(self.slices) * (illumination + ILLUMINATION_FLOOR * illumination.max())
-        self.slices -= (self.config.object_step / denominator).astype(np.float32) * grad
+        _preconditioned_step(self.slices, grad, illumination, self.config.object_step, 2 * curvature * len(self.slices))
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
         coverage = ops.window_power(self.slices[0], positions, self.window)
-        denominator = 2 * curvature * (coverage + ILLUMINATION_FLOOR * coverage.max())
-        self.probe -= (self.config.probe_step / denominator).astype(np.float32) * grad
+        _preconditioned_step(self.probe, grad, coverage, self.config.probe_step, 2 * curvature)
 
     def _finish_iteration(self, refine_probe: bool, refine_positions: bool):
         cfg = self.config
         if self._refining(cfg.refine_tilt_from) and len(self.slices) > 2:
             self._move_shear_into_tilt()
-        self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
+        apply_object_constraint(self.slices, cfg.object_constraint, out=self.slices)
         if cfg.kz_strength > 0 and len(self.slices) > 1:
             self.slices = kz_filter(self.slices, self.slice_thickness_A, self.sampling_A, cfg.kz_strength)
-            self.slices = apply_object_constraint(self.slices, cfg.object_constraint)
+            apply_object_constraint(self.slices, cfg.object_constraint, out=self.slices)
         if cfg.tv_weight > 0:
             self.slices = tv_step(self.slices, cfg.tv_weight)
         if refine_probe and self.probe.shape[0] > 1:
@@ -495,6 +494,17 @@ class PtychoEngine:
     def scan_drift_A(self) -> np.ndarray:
         """The scan model's drift (dy, dx) in A from the first pattern to the last."""
         return self.scan_model.drift_px(self.scan_parameters) * np.array(self.sampling_A)
+
+
+def _preconditioned_step(target: np.ndarray, grad: np.ndarray, weight: np.ndarray, step: float, curvature: float):
+    """``target -= step * grad / (curvature * (weight + ILLUMINATION_FLOOR * max(weight)))`` in place, in the
+    arrays' precision; ``grad`` and ``weight`` (the batch's own, broadcast over the leading axis) are
+    overwritten on the way, so no array of the target's size is allocated."""
+    weight += ILLUMINATION_FLOOR * weight.max()
+    weight *= curvature
+    np.divide(step, weight, out=weight)
+    grad *= weight
+    target -= grad
 
 
 def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str, fit_on: np.ndarray | None = None) -> np.ndarray:

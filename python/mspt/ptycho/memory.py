@@ -5,10 +5,10 @@ before any of it is allocated; the batch size and the streaming decision that fi
 bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of complex64):
 
 * Python loop (engine.py, reconstruct.py): the object slices and the best-state copy the stopping rule keeps;
-  per batch the object gradient the native call returns, allocated while the previous batch's is still
-  referenced (two at once), then the step's scaled gradient; after each iteration the object constraint's
-  amplitude and scale (float32 stacks) and its product; the patterns when held in memory, else one batch
-  read from the file (scan.py reads whole scan rows: the rows, their selection and the reordered copy).
+  per batch the object gradient the native call returns (the previous batch's is freed first; the step
+  scales it in place); after each iteration the object constraint's scale (a float32 stack; the constraint
+  is applied in place); the patterns when held in memory, else one batch read from the file (scan.py reads
+  a raster file one scan row at a time: the row and its selection, written into the float32 batch).
 * CPU engine (cpp/cpu/multislice_cpu.*): per thread the waves entering each slice (S x M planes) and, with
   tilt refinement, the propagated spectra (S x M), M far-field planes and 5 work planes; per chunk of
   max(16, 4 x threads) positions the object-gradient windows (S planes each) and probe-gradient spectra.
@@ -16,8 +16,9 @@ bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of c
   and per chunk of P = min(256, positions per call, what 70 % of the free memory holds) positions the waves
   of every slice, far field, work and gradient stacks (M planes each), four float planes, and a cuFFT work
   area (at most one more stack).
-* Reading and checking the scan once before the run (1024 patterns at a time), and holding it: a lazily
-  indexed file (h5py) is read through three copies of what is asked for; a NumPy array through one.
+* Reading and checking the scan once before the run (1024 patterns at a time), and holding it: each read
+  makes the float32 result, plus one copy in the data's own dtype where a NumPy array is converted or
+  transposed or a file holds a list of positions, plus a file raster's current scan row and its selection.
 
 * Beyond the arrays: native code paged in and modules imported at the first run of a process, and the freed
   blocks the C allocator keeps for reuse (measured; see RUNTIME_BYTES and the allocator note below).
@@ -63,6 +64,9 @@ RUNTIME_BYTES = 3 * 2**20
 ALLOCATOR_RETENTION_CAP = 64 * 2**20
 COMPLEX64 = 8
 FLOAT32 = 4
+# Components that may or may not be resident at the peak: the low end of a plan leaves them out.
+UNWRITTEN = "engine buffers (unwritten)"
+UNCERTAIN = ("allocator retention", UNWRITTEN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +114,13 @@ class MemoryPlan:
 
     @property
     def host_peak_low_bytes(self) -> int:
-        """The host peak when the C allocator hands freed blocks back at once. Whether it keeps them (the
-        "allocator retention" component, counted in ``host_peak_bytes``) depends on how the threads'
-        allocations interleave, so a run's real peak lies between this and ``host_peak_bytes``, the figure
-        budgets are held to."""
-        retained = sum(c.bytes for c in self.components if c.name == "allocator retention" and c.where == "host")
-        return self.host_peak_bytes - retained
+        """The host peak when the C allocator hands freed blocks back at once and never-written buffers stay
+        unmapped. Whether it keeps them (the "allocator retention" component, counted in
+        ``host_peak_bytes``) depends on how the threads' allocations interleave, and whether a never-written
+        buffer is resident on where it lands, so a run's real peak lies between this and
+        ``host_peak_bytes``, the figure budgets are held to."""
+        uncertain = sum(c.bytes for c in self.components if c.name in UNCERTAIN and c.where == "host")
+        return self.host_peak_bytes - uncertain
 
     @property
     def fits(self) -> bool:
@@ -242,12 +247,13 @@ class _Sizes:
         self.patterns = scan.nbytes_float32
         self.lazy = not isinstance(scan.data, np.ndarray)
         source = np.dtype(getattr(scan.data, "dtype", np.float32))
-        # Reading N patterns: a lazy file array goes through rows, their selection and the reordered copy
-        # (three copies in its own dtype), a NumPy array through one fancy-indexed copy; either is then
-        # converted to float32 (no copy when it already is) and transposed when the detector is.
-        copies = 3 if self.lazy else 1
-        convert = 0 if source == np.float32 else 1
-        self.read_factor = copies * source.itemsize / FLOAT32 + convert + (1 if scan.detector_transpose else 0)
+        # Reading N patterns (PtychoScan.read) makes the float32 result; a NumPy array that needs converting or
+        # transposing, and a file of listed positions, also one copy in the data's dtype; a file raster is
+        # read a scan row at a time (the row and its selection of patterns).
+        self.raster_file = self.lazy and len(scan.data.shape) == 4
+        recast = source != np.float32 or scan.detector_transpose
+        temporary = not self.raster_file if self.lazy else recast
+        self.read_factor = 1 + (source.itemsize / FLOAT32 if temporary else 0)
         self.row = (scan.data.shape[1] if len(scan.data.shape) == 4 else 1) * self.n * source.itemsize
         self.threads = threads
         self.tilt = config.refine_tilt_from >= 0
@@ -257,8 +263,8 @@ class _Sizes:
         self.config = config
 
     def read_bytes(self, count: int) -> int:
-        """Peak bytes of reading ``count`` patterns (the copies a read makes, plus whole scan rows from a file)."""
-        rows = 2 * self.row if self.lazy else 0
+        """Peak bytes of reading ``count`` patterns (what a read makes, plus a scan row from a raster file)."""
+        rows = 2 * self.row if self.raster_file else 0
         return int(count * self.pattern * self.read_factor) + rows
 
 
@@ -269,9 +275,8 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
         MemoryComponent("patterns (held)", "host", held, "the scan as float32" if held else "streamed from the file"),
         MemoryComponent("object slices", "host", z.object, f"{z.S} x {z.H} x {z.W} complex64"),
         MemoryComponent("best state", "host", z.object + z.probe, "the state the stopping rule keeps"),
-        MemoryComponent("object gradients", "host", 2 * z.object, "this batch's and the previous batch's"),
-        MemoryComponent("object update work", "host", 2 * z.object_float + z.object,
-                        "constraint: amplitude, scale, product"),
+        MemoryComponent("object gradient", "host", z.object, "this batch's, scaled in place by the step"),
+        MemoryComponent("object update work", "host", z.object_float, "the constraint's scale (applied in place)"),
         MemoryComponent("probe modes", "host", 4 * z.probe, "probe, gradient, step, orthogonalisation"),
         MemoryComponent("positions", "host", z.N * (4 * 2 * 8 + 8),
                         "refined, nominal, momentum, best; loss per position"),
@@ -280,10 +285,15 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
     if z.device == "cpu":
         t, S, M, plane = z.threads, z.S, z.M, z.plane
         # Every buffer the engine allocates counts, written or not: whether never-written pages become
-        # resident depends on where the allocator places them (reused heap pages are).
-        wave_planes = 2 * S * M + M + 3
+        # resident depends on where the allocator places them (reused heap pages are). The propagated spectra
+        # (S x M planes per thread) are written only for the tilt gradient.
+        spectra = S * M
+        wave_planes = S * M + M + 3 + (spectra if z.tilt else 0)
         comps.append(MemoryComponent(
             "engine work buffers", "host", t * (wave_planes * plane + plane), f"{t} threads x ({wave_planes} planes)"))
+        if not z.tilt:
+            comps.append(MemoryComponent(
+                UNWRITTEN, "host", t * spectra * plane, f"{t} threads x {spectra} planes for the tilt gradient"))
         chunk = max(16, 4 * t)
         per_chunk = chunk * (S + (M if z.refine_probe else 0)) * plane
         comps.append(MemoryComponent(
@@ -295,35 +305,39 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
                                  "native code paged in, modules imported at first use"))
     kz = cfg.kz_strength == "auto" or cfg.kz_strength > 0
     tv = cfg.tv_weight == "auto" or cfg.tv_weight > 0
-    largest_block = 2 * z.object if kz else z.object  # the kz filter's spectra are complex128
-    comps.append(MemoryComponent("allocator retention", "host", min(2 * largest_block, ALLOCATOR_RETENTION_CAP),
+    largest_block = z.object  # the object gradient, the kz filter's stack
+    retained = min(2 * largest_block, ALLOCATOR_RETENTION_CAP)
+    chunk = min(CHECK_CHUNK, z.N)
+    if not streamed and z.N > chunk:
+        # The check's chunks leave their heap behind, and the held patterns, one larger block, cannot reuse it
+        # (measured: about what the chunks held, up to the trim threshold).
+        retained += min(z.read_bytes(z.N), 2 * z.read_bytes(chunk), ALLOCATOR_RETENTION_CAP)
+    comps.append(MemoryComponent("allocator retention", "host", retained,
                                  "freed blocks the C allocator keeps for reuse"))  # fmt: skip
     named = {c.name: c.bytes for c in comps}
     fixed = sum(named.get(k, 0) for k in ("probe modes", "positions", "engine work buffers", "engine chunk buffers",
-                                          "code and runtime", "allocator retention"))  # fmt: skip
+                                          UNWRITTEN, "code and runtime", "allocator retention"))  # fmt: skip
     O = z.object
     # Host peak of each phase: what is alive together (see the module docstring).
     iterate_work = max(
-        2 * O + named["data batch"],  # the native call: this batch's and the previous batch's object gradient
-        O + named["object update work"] if cfg.object_constraint != "none" else O,  # after each iteration
-        O + named.get("position search", 0),
+        named["object gradient"] + named["data batch"],  # the native call and the step
+        named["object update work"] if cfg.object_constraint != "none" else 0,  # after each iteration
+        named.get("position search", 0),
     )
-    # The regularisers' own temporaries (measured with tracemalloc on regularise.py): the kz filter's log
-    # object, float64 weight and complex128 spectra take 8 object stacks at once, the TV step's float32
-    # phase, amplitude, gradients and divergence 6.
+    # The regularisers' own temporaries (measured with tracemalloc on regularise.py): the kz filter works in
+    # one object stack (its log, spectrum, then the filtered slices) and one slice's weights (three float32
+    # planes); the TV step's float32 phase, amplitude, gradients and divergence take 6 object stacks.
     if kz:
-        iterate_work = max(iterate_work, O + 8 * O)
+        iterate_work = max(iterate_work, O + 3 * z.H * z.W * FLOAT32)
     if tv:
-        iterate_work = max(iterate_work, O + 6 * O)
+        iterate_work = max(iterate_work, 6 * O)
     state = named["object slices"] + named["best state"]
     load = 2 * O + (z.read_bytes(z.N) if not streamed else 0)
     if "auto" in (cfg.kz_strength, cfg.tv_weight):
         load += held + 2 * O  # the previous trial engine is still referenced while the next one loads
-    # Checking reads CHECK_CHUNK patterns at a time; the previous chunk is still referenced during a read.
-    chunk = min(CHECK_CHUNK, z.N)
-    previous = min(chunk, z.N - chunk) * z.pattern
+    # Checking reads CHECK_CHUNK patterns at a time, each freed before the next is read.
     phases = {
-        "check": z.read_bytes(chunk) + previous + chunk * z.n + RUNTIME_BYTES,
+        "check": z.read_bytes(chunk) + RUNTIME_BYTES,
         "load": load + fixed,
         "iterate": held + state + iterate_work + fixed,
         # The best state restored as a copy, the result's copy of the slices and the summed phase.

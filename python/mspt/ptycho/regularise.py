@@ -5,35 +5,53 @@ from __future__ import annotations
 import numpy as np
 
 
-def apply_object_constraint(slices: np.ndarray, constraint: str) -> np.ndarray:
+def apply_object_constraint(slices: np.ndarray, constraint: str, out: np.ndarray | None = None) -> np.ndarray:
     """"amplitude_le_1": a transmission amplitude never exceeds 1 (the sample does not add electrons);
-    "phase_only": the amplitude is 1 everywhere; "none": unchanged."""
+    "phase_only": the amplitude is 1 everywhere; "none": unchanged. The result goes to ``out`` (``slices``
+    itself constrains in place, with one real stack of scratch), else to a new array ("none": ``slices``)."""
     if constraint == "none":
-        return slices
-    amplitude = np.abs(slices)
-    if constraint == "phase_only":
-        scale = 1.0 / np.maximum(amplitude, 1e-12)
-    else:
-        scale = 1.0 / np.maximum(amplitude, 1.0)
-    return (slices * scale).astype(slices.dtype, copy=False)
+        if out is None or out is slices:
+            return slices
+        out[...] = slices
+        return out
+    scale = np.abs(slices)
+    np.maximum(scale, 1e-12 if constraint == "phase_only" else 1.0, out=scale)
+    np.divide(1.0, scale, out=scale)
+    return np.multiply(slices, scale, out=out)
 
 
 def kz_filter(slices: np.ndarray, slice_thickness_A: float, sampling_A, strength: float) -> np.ndarray:
     """Damp structure that varies faster along the beam than across it (the depth direction is the one
     ptychography resolves worst): the complex log of the stack is filtered in 3D Fourier space by
     ``W = 1 - (2 / pi) arctan(strength^2 kz^2 / kr^2)``, which keeps kz = 0 and suppresses a 3D frequency
-    the more its direction points along the beam."""
+    the more its direction points along the beam.
+
+    Computed in the slices' precision, in one complex stack that becomes the result (the filter's
+    weights, in that precision too, are made one slice at a time: a few planes)."""
     s, h, w = slices.shape
-    log_object = np.log(np.maximum(np.abs(slices), 1e-6)) + 1j * np.angle(slices)
-    kz = np.fft.fftfreq(s, slice_thickness_A)[:, None, None]
-    ky = np.fft.fftfreq(h, sampling_A[0])[None, :, None]
-    kx = np.fft.fftfreq(w, sampling_A[1])[None, None, :]
+    log_object = np.empty_like(slices)
+    np.abs(slices, out=log_object.real)
+    np.maximum(log_object.real, 1e-6, out=log_object.real)
+    np.log(log_object.real, out=log_object.real)
+    np.arctan2(slices.imag, slices.real, out=log_object.imag)  # the phase, as np.angle
+    # norm="ortho" both ways: the pair is the identity, and numpy transforms single precision in single
+    # precision only with a floating-point normalisation (its default forward pass goes through complex128).
+    spectrum = np.fft.fftn(log_object, norm="ortho", out=log_object)
+    real = spectrum.real.dtype
+    kz = np.fft.fftfreq(s, slice_thickness_A)
+    ky = np.fft.fftfreq(h, sampling_A[0]).astype(real)[:, None]
+    kx = np.fft.fftfreq(w, sampling_A[1]).astype(real)[None, :]
     kr2 = ky**2 + kx**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weight = 1 - (2 / np.pi) * np.arctan(strength**2 * kz**2 / kr2)
-    weight = np.where(kz == 0, 1.0, np.where(kr2 == 0, 0.0, weight))
-    filtered = np.fft.ifftn(np.fft.fftn(log_object) * weight)
-    return np.exp(filtered).astype(slices.dtype)
+    for k in np.nonzero(kz)[0]:  # the kz = 0 slice keeps weight 1
+        with np.errstate(divide="ignore"):
+            weight = np.divide(real.type(strength**2 * kz[k] ** 2), kr2)
+        np.arctan(weight, out=weight)
+        weight *= real.type(-2 / np.pi)
+        weight += 1
+        weight[kr2 == 0] = 0.0
+        spectrum[k] *= weight
+    filtered = np.fft.ifftn(spectrum, norm="ortho", out=spectrum)
+    return np.exp(filtered, out=filtered)
 
 
 def orthogonalise_modes(probe: np.ndarray) -> np.ndarray:
@@ -86,9 +104,13 @@ def slice_shear_rate(slices: np.ndarray, mask: np.ndarray | None = None, rounds:
 
 
 def shift_slices(slices: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Shift each slice (S, H, W) by shifts_px (S, 2) pixels (sub-pixel, periodic) with a Fourier ramp."""
+    """Shift each slice (S, H, W) by shifts_px (S, 2) pixels (sub-pixel, periodic) with a Fourier ramp, in the
+    slices' precision (the ramp is separable: a row ramp times a column ramp per slice)."""
     h, w = slices.shape[1:]
-    ky = np.fft.fftfreq(h)[None, :, None]
-    kx = np.fft.fftfreq(w)[None, None, :]
-    ramp = np.exp(-2j * np.pi * (ky * shifts_px[:, 0, None, None] + kx * shifts_px[:, 1, None, None]))
-    return np.fft.ifft2(np.fft.fft2(slices) * ramp).astype(slices.dtype)
+    shifts = np.asarray(shifts_px, dtype=np.float64)
+    ramp_y = np.exp(-2j * np.pi * np.fft.fftfreq(h)[None, :] * shifts[:, :1]).astype(slices.dtype)  # (S, H)
+    ramp_x = np.exp(-2j * np.pi * np.fft.fftfreq(w)[None, :] * shifts[:, 1:]).astype(slices.dtype)  # (S, W)
+    spectrum = np.fft.fft2(slices, norm="ortho")  # "ortho": single precision stays single (see kz_filter)
+    spectrum *= ramp_y[:, :, None]
+    spectrum *= ramp_x[:, None, :]
+    return np.fft.ifft2(spectrum, norm="ortho", out=spectrum)

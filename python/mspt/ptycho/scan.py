@@ -134,33 +134,39 @@ class PtychoScan:
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, indices) -> np.ndarray:
-        """Patterns at flat position indices, as float32 (B, k_y, k_x) (transposed if the detector is)."""
+        """Patterns at flat position indices, as float32 (B, k_y, k_x) (transposed if the detector is).
+
+        Every pattern is written once, straight into the float32 result (converted and transposed on the
+        way): a read holds the result and, from a file, one block as read (a scan row, or the selected
+        patterns of a list of positions)."""
         indices = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.data, np.ndarray):
+            flat = self.data.reshape(-1, *self.data.shape[-2:])
+            if flat.dtype == np.float32 and not self.detector_transpose:
+                return flat[indices]  # the fancy-indexed copy is the result
+        out = np.empty((len(indices), *self.pattern_shape), np.float32)
+        target = np.swapaxes(out, -1, -2) if self.detector_transpose else out  # (B, k_y, k_x) as stored
+        if isinstance(self.data, np.ndarray):
+            target[...] = flat[indices]  # one temporary, in the data's own dtype
+        else:
+            self._read_lazy(indices, target)
+        return out
+
+    def _read_lazy(self, indices: np.ndarray, target: np.ndarray) -> None:
+        """Write the patterns at ``indices`` into ``target`` (B, k_y, k_x) from a lazily indexed array (h5py),
+        which wants increasing indices, one axis at a time: whole scan rows are read, one at a time."""
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
         shape = self.data.shape
-        if isinstance(self.data, np.ndarray):
-            flat = self.data.reshape(-1, *shape[-2:])
-            out = flat[indices]
+        if len(shape) == 4:
+            rows, cols = np.divmod(sorted_idx, shape[1])
+            for row in np.unique(rows):
+                sel = rows == row
+                target[order[sel]] = np.asarray(self.data[int(row)])[cols[sel]]
         else:
-            # Lazy arrays (h5py) want increasing indices, one axis at a time: read whole scan rows.
-            if len(shape) == 4:
-                rows, cols = np.divmod(sorted_idx, shape[1])
-                parts = []
-                for row in np.unique(rows):
-                    sel = rows == row
-                    block = np.asarray(self.data[int(row)])
-                    parts.append(block[cols[sel]])
-                got = np.concatenate(parts)
-            else:
-                unique, inverse = np.unique(sorted_idx, return_inverse=True)
-                got = np.asarray(self.data[unique])[inverse]
-            out = np.empty_like(got)
-            out[order] = got
-        out = np.asarray(out, dtype=np.float32)
-        if self.detector_transpose:
-            out = np.ascontiguousarray(np.swapaxes(out, -1, -2))
-        return out
+            unique, inverse = np.unique(sorted_idx, return_inverse=True)
+            block = np.asarray(self.data[unique])
+            target[order] = block if len(unique) == len(sorted_idx) else block[inverse]
 
     @property
     def nbytes_float32(self) -> int:
@@ -175,14 +181,17 @@ class PtychoScan:
         for start in range(0, self.n_positions, chunk):
             idx = np.arange(start, min(start + chunk, self.n_positions))
             block = self.read(idx)
-            if not np.all(np.isfinite(block)):
+            # min and max carry any NaN or infinity without a temporary the size of the chunk
+            low, high = block.min(), block.max()
+            if not (np.isfinite(low) and np.isfinite(high)):
                 bad = idx[np.nonzero(~np.isfinite(block).reshape(len(idx), -1).all(1))[0][0]]
                 raise ValueError(f"data: pattern {bad} contains NaN or infinite counts")
-            if np.any(block < 0):
+            if low < 0:
                 bad = idx[np.nonzero((block < 0).reshape(len(idx), -1).any(1))[0][0]]
                 raise ValueError(f"data: pattern {bad} contains negative counts (subtract the dark reference and clip)")
             total += float(block.sum(dtype=np.float64))
             mean_pattern += block.sum(0)
+            del block  # freed before the next chunk is read
         if total <= 0:
             raise ValueError("data: the scan holds no counts")
         ky, kx = self.pattern_shape
