@@ -9,6 +9,8 @@ from scipy.ndimage import gaussian_filter
 
 from mspt.ops import tilt_series_rotations
 from mspt.tomo import TomoConfig, reconstruct
+from mspt.tomo.series_operator import LevelGeometry, SeriesProjector
+from mspt.tomo.volume_solver import sirt_weights, solve_volume
 
 from test_tomo_phantom import blob_projections, perturbed_poses, pose_errors
 
@@ -26,11 +28,11 @@ def lattice_sites(cells: int, a_A: float) -> tuple[np.ndarray, np.ndarray]:
     return sites, np.concatenate([np.ones(len(corners)), np.full(len(centres), 0.6)])
 
 
-def crystal_series(rotation, shifts_A, seed: int) -> np.ndarray:
+def crystal_series(rotation, shifts_A, seed: int, noise: float = NOISE, blur_px: float = BLUR_PX) -> np.ndarray:
     sites, amplitudes = lattice_sites(3, LATTICE_A)
     clean = gaussian_filter(blob_projections(sites, amplitudes, SIGMA_A, rotation, shifts_A, (N, N), VOXEL_A),
-                            (0, BLUR_PX, BLUR_PX))  # fmt: skip
-    return clean + np.random.default_rng(seed).normal(0.0, NOISE * clean.max(), clean.shape)
+                            (0, blur_px, blur_px))  # fmt: skip
+    return clean + np.random.default_rng(seed).normal(0.0, noise * clean.max(), clean.shape)
 
 
 def test_lattice_sites_form_the_stated_crystal():
@@ -40,6 +42,36 @@ def test_lattice_sites_form_the_stated_crystal():
     distances = np.linalg.norm(sites[:, None] - sites[None], axis=-1)[np.triu_indices(len(sites), 1)]
     assert distances.min() == pytest.approx(LATTICE_A * np.sqrt(3) / 2)  # corner to body centre
     assert np.ptp(sites[:64], axis=0) == pytest.approx([3 * LATTICE_A] * 3)
+
+
+def test_misfit_does_not_pin_the_tilt_angles_near_a_zone_axis(measured):
+    """Why the exact-pose drift is not an optimiser fault alone: on noise-free, unblurred data, moving the tilts at
+    +-40 and +-50 degrees 3.6 degrees towards the [101] zone axis (45 degrees) fits the data as well as the exact
+    tilts once the volume is re-solved, while the same errors at +-10 and +-20 degrees cost about 400 times
+    the misfit. A refinement that only lowers the misfit has nothing to hold those four tilt angles with."""
+    data = crystal_series(tilt_series_rotations(TILTS_DEG), np.zeros((len(TILTS_DEG), 2)), 0, 0.0, 0.0)
+    op = SeriesProjector(LevelGeometry(1, (N, N, N), VOXEL_A, (N, N), VOXEL_A), 16, None, [0.0])
+    support = np.ones((N, N, N), dtype=bool)
+
+    def misfit(tilts_deg):
+        rotation, shifts = tilt_series_rotations(tilts_deg), np.zeros((len(tilts_deg), 2))
+        weights = sirt_weights(op, support, rotation, shifts)
+        zero = np.zeros((N, N, N), np.float32)
+        solution = solve_volume(op, data, zero, np.zeros_like(data), rotation, shifts, weights, 100, True)
+        return 2.0 * solution.loss / float(np.sum(data.astype(np.float64) ** 2))
+
+    def moved(pair):  # the inner tilt of the pair out by 3.6 degrees, the outer one in
+        inner, outer = pair
+        step = np.where(np.abs(TILTS_DEG) == inner, 3.6, np.where(np.abs(TILTS_DEG) == outer, -3.6, 0.0))
+        return TILTS_DEG + np.sign(TILTS_DEG) * step
+
+    exact = misfit(TILTS_DEG)
+    towards_zone_axis = measured("tomo crystal", "misfit, 4 tilts 3.6 deg towards [101] / exact",
+                                 misfit(moved((40, 50))) / exact, 1.0)  # fmt: skip
+    elsewhere = measured("tomo crystal", "misfit, 4 tilts 3.6 deg off at +-10, +-20 / exact",
+                         misfit(moved((10, 20))) / exact, 100.0, ">")  # fmt: skip
+    assert towards_zone_axis < 1.0
+    assert elsewhere > 100.0
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +100,19 @@ def test_trust_region_curbs_the_rotation_drift_on_exact_poses(exact_runs, measur
 
 
 @pytest.mark.xfail(strict=True, reason="the issue's 0.2 degree rms on exact poses is not reached: the trust region "
-                   "with the rotation prior leaves about 1.2 degree rms, mostly about the tilt axis at +-40 and "
-                   "+-50 degrees; the pose steps fit an unconverged, noisy volume (noise-free, 40 instead of 10 "
-                   "volume iterations per step leave 0.3 degree)")  # fmt: skip
+                   "with the rotation prior leaves about 1.2 degree rms (30 volume iterations per step: 0.54; the "
+                   "joint step: 0.76), about the tilt axis at +-40 and +-50 degrees, which move some 3 degrees "
+                   "towards the [101] zone axis; the misfit does not pin those angles even without noise or blur "
+                   "(test_misfit_does_not_pin_the_tilt_angles_near_a_zone_axis)")  # fmt: skip
 def test_rotations_stay_at_exact_poses(exact_runs):
     nominal, runs = exact_runs
     drift, _ = pose_errors(runs[True].rotation, runs[True].shifts_A, nominal, np.zeros((len(nominal), 2)))
     assert drift <= 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="perturbed rotations (+-1.5 degree) of the crystal are not recovered: the "
-                   "error after refinement exceeds the initial one")  # fmt: skip
+@pytest.mark.xfail(strict=True, reason="perturbed rotations (+-1.5 degree) of the crystal are not recovered: "
+                   "1.24 degree rms before, 2.08 after, for the reason given at "
+                   "test_rotations_stay_at_exact_poses")  # fmt: skip
 def test_perturbed_rotations_are_recovered(measured):
     nominal, rotation, shifts = perturbed_poses(np.random.default_rng(3), TILTS_DEG, 1.5, 1.5)
     data = crystal_series(rotation, shifts, seed=4)

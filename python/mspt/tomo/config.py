@@ -90,9 +90,15 @@ class TomoConfig:
             "centre_of_mass", or "none".
         schedule : "default" (warm-started volume, Gauss-Newton poses) or "reference" (the published method's:
             Adam on volume and poses, the volume re-zeroed at every outer step).
-        reference_volume_steps : Adam volume steps per outer step of the reference schedule.
-        reference_volume_rate : its volume learning rate, as a fraction of the back-projected volume's maximum.
-        reference_rotation_rate_deg, reference_shift_rate_A : its pose learning rates.
+        reference_volume_steps : Adam volume steps per outer step of the reference schedule (the published
+            code's 50 inner iterations).
+        reference_volume_rate : its volume learning rate in the published code's units, projections normalised
+            to a maximum of 1 summed over voxels: a step of up to ``rate`` x max|projections| / voxel (A) per
+            voxel (its 1e-3).
+        reference_rotation_rate_deg, reference_shift_rate_A : its pose learning rates; the rotation rate is the
+            published code's 1e-3 rad for two of its Euler angles (1e-4 rad for the third), applied here to all
+            three components of the rotation vector; its shift rate is in units of the image half-width, so
+            the default (A) is a choice that lets the shifts move on this scale, not a published number.
     Execution
         batch_size : projections per projector call (bounds the projector's working memory).
         threads : CPU threads (None: all). progress : show a progress bar.
@@ -125,9 +131,9 @@ class TomoConfig:
     solver: str = "sirt_momentum"
     pre_align: str = "cross_correlation"
     schedule: str = "default"
-    reference_volume_steps: int = 10
-    reference_volume_rate: float = 0.02
-    reference_rotation_rate_deg: float = 0.02
+    reference_volume_steps: int = 50
+    reference_volume_rate: float = 1e-3
+    reference_rotation_rate_deg: float = 0.0573  # 1e-3 rad
     reference_shift_rate_A: float = 0.02
     batch_size: int = 16
     threads: int | None = None

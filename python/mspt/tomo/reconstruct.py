@@ -22,7 +22,7 @@ from .prealign import prealign_shifts
 from .reference_schedule import Adam, adam_pose_step, adam_volume
 from .rotations import rotation_exp, rotation_log
 from .resample import downsample_images, gaussian_blur, resample_volume
-from .result import TomoResult
+from .result import TomoResult, TomoStep
 from .series_operator import LevelGeometry, SeriesProjector
 from .support import support_from_volume, support_on_grid
 from .volume_solver import sirt_weights, solve_volume
@@ -45,9 +45,15 @@ class _RunState:
     timings: dict
     pose_adam: Adam | None = None  # reference schedule only
     pose_velocity: np.ndarray | None = None  # (T, 5) momentum of the pose steps at this level
-    volume_scales: dict = dataclasses.field(default_factory=dict)  # reference schedule, per level factor
     pose_trial: PoseTrial | None = None  # the poses before the last pose step, judged after the next volume solve
     pose_damping: np.ndarray | None = None  # (T,) Levenberg-Marquardt damping of each tilt's pose step
+
+
+def _seed_volume_unit(data: np.ndarray, voxel_A: float) -> float:
+    """The unit of the reference schedule's volume learning rate: the published code normalises the projections
+    to a maximum of 1 and sums voxels along the ray, so its rate is in (projection maximum) per voxel; in mspt's
+    volume units (projection units per A) that is max|b| / voxel_A."""
+    return max(float(np.max(np.abs(data))), 1e-30) / voxel_A
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -101,7 +107,7 @@ def _geometries(config: TomoConfig, projection_shape, pixel_A: float) -> list[Le
 
 
 def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, config: TomoConfig = TomoConfig(),
-                resume: bool = False, overwrite: bool = False) -> TomoResult:  # fmt: skip
+                resume: bool = False, overwrite: bool = False, callback=None) -> TomoResult:  # fmt: skip
     """Reconstruct a volume from a tilt series while refining each projection's pose.
 
     Parameters
@@ -112,6 +118,9 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
     config : :class:`TomoConfig`.
     resume : continue from ``config.checkpoint_path`` if it exists; the run ends where an uninterrupted run
         would. A new run never replaces an existing checkpoint unless ``overwrite=True``.
+    callback : called with a :class:`mspt.tomo.result.TomoStep` (poses, loss, projector calls so far) after
+        every outer step, e.g. to follow the pose errors of a simulation against its projector calls; if it
+        returns True the schedule ends after that step (the final volume pass still runs).
 
     Schedule ("default"): pre-alignment of the shifts; then, from the coarsest pyramid level to the finest,
     outer steps of (warm-started volume solve, Gauss-Newton pose update); where rotations are refined, each
@@ -131,6 +140,8 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
     intermediate.
     """
     data, rot_in, shifts_in, pixel = _check_inputs(projections, rotation, shifts_A, pixel_size_A, config)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable taking a TomoStep, or None, got {type(callback).__name__}")
     geometries = _geometries(config, data.shape[1:], pixel)
     fingerprint = _fingerprint(config, data)
     checkpoint = pathlib.Path(config.checkpoint_path) if config.checkpoint_path else None
@@ -151,7 +162,6 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
             timings=meta["timings"],
             pose_adam=Adam((len(data), 5), arrays["adam_m"], arrays["adam_v"], meta["adam_count"])
             if "adam_m" in arrays else None,
-            volume_scales=meta["volume_scales"],
             pose_velocity=arrays.get("pose_velocity"),
             pose_damping=arrays.get("pose_damping"),
             pose_trial=PoseTrial(arrays["trial_rotation"], arrays["trial_shifts_A"], arrays["trial_volume"],
@@ -168,7 +178,7 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
         timings = {"prealign": time.perf_counter() - t0}
         state = _RunState(0, 0, None, -1, rot_in.copy(), shifts, None, [], [], [0.0], timings)
 
-    run = _Run(config, data, rot_in, shifts_in, geometries, state, checkpoint, fingerprint)
+    run = _Run(config, data, rot_in, shifts_in, geometries, state, checkpoint, fingerprint, callback)
     bar = _progress(sum(config.iterations) + 1, run.steps_done(), config.progress)
     try:
         run.run(bar)
@@ -182,9 +192,11 @@ def reconstruct(projections, rotation, shifts_A=None, *, pixel_size_A: float, co
 class _Run:
     """The loop over levels and outer steps; one instance per call of :func:`reconstruct`."""
 
-    def __init__(self, config, data, rot_in, shifts_in, geometries, state: _RunState, checkpoint, fingerprint):
+    def __init__(self, config, data, rot_in, shifts_in, geometries, state: _RunState, checkpoint, fingerprint,
+                 callback=None):  # fmt: skip
         self.config, self.data, self.rot_in, self.shifts_in = config, data, rot_in, shifts_in
         self.geometries, self.state, self.checkpoint, self.fingerprint = geometries, state, checkpoint, fingerprint
+        self.callback = callback
         self.final_volume = self.final_model = self.final_support = None
 
     def steps_done(self) -> int:
@@ -229,12 +241,16 @@ class _Run:
                 s.pose_adam = Adam((len(data), 5))
             if s.step == 0:
                 s.pose_velocity = s.pose_trial = s.pose_damping = None
-            while s.step < config.iterations[level]:
+            stop = False
+            while s.step < config.iterations[level] and not stop:
                 if config.schedule == "reference":
                     self._reference_step(op, data, support, refine_rotation, refine_shifts)
                 else:
                     self._default_step(op, data, support, refine_rotation, refine_shifts)
                 s.step += 1
+                if self.callback is not None:
+                    stop = self.callback(TomoStep(geometry.factor, s.step - 1, s.rotation.copy(), s.shifts_A.copy(),
+                                                  s.loss[-1], float(s.calls[0]))) is True  # fmt: skip
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(level=geometry.factor, loss=f"{s.loss[-1]:.3g}")
@@ -242,11 +258,11 @@ class _Run:
                 s.timings[key] = s.timings.get(key, 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
                 every = config.checkpoint_every
-                if self.checkpoint is not None and every and self.steps_done() % every == 0:
+                if self.checkpoint is not None and every and self.steps_done() % every == 0 and not stop:
                     self._save_checkpoint()
             if level == 0 and config.support:
                 s.support = support_from_volume(s.volume, geometry.voxel_A, config.threshold, config.support_dilation_A)
-            s.level, s.step = level + 1, 0
+            s.level, s.step = (len(config.levels) if stop else level + 1), 0
         t0 = time.perf_counter()
         self._final_pass()
         s.timings["final"] = time.perf_counter() - t0
@@ -330,7 +346,7 @@ class _Run:
 
     def _reference_step(self, op, data, support, refine_rotation, refine_shifts) -> None:
         s, config = self.state, self.config
-        rate = config.reference_volume_rate * self._volume_scale(op, data, support)
+        rate = config.reference_volume_rate * _seed_volume_unit(data, op.geometry.voxel_A)
         s.volume, model = adam_volume(op, data, s.rotation, s.shifts_A, support, config.reference_volume_steps,
                                       rate, config.nonnegative)  # fmt: skip
         self._record(0.5 * float(np.sum((model - data).astype(np.float64) ** 2)), data, op.geometry.factor)
@@ -341,16 +357,6 @@ class _Run:
                 shift_rate_A=config.reference_shift_rate_A,
             )  # fmt: skip
             self._set_poses(rotation, shifts)
-
-    def _volume_scale(self, op, data, support) -> float:
-        """The reference schedule's volume scale: the maximum of one SIRT step from zero at the input poses
-        (memoised per level so that a resumed run uses the same number)."""
-        key = str(op.geometry.factor)
-        if key not in self.state.volume_scales:
-            row, column = sirt_weights(op, support, self.rot_in, self.shifts_in)
-            first = column * op.adjoint(row * data, self.rot_in, self.shifts_in)
-            self.state.volume_scales[key] = max(float(first.max()), 1e-30)
-        return self.state.volume_scales[key]
 
     def _set_poses(self, rotation, shifts) -> None:
         rotation = remove_rotation_gauge(rotation, self.rot_in)
@@ -364,7 +370,7 @@ class _Run:
         volume = self._level_volume(len(self.geometries) - 1)
         support = self._level_support(len(self.geometries) - 1)
         if config.schedule == "reference":
-            rate = config.reference_volume_rate * self._volume_scale(op, self.data, support)
+            rate = config.reference_volume_rate * _seed_volume_unit(self.data, geometry.voxel_A)
             volume, model = adam_volume(op, self.data, s.rotation, s.shifts_A, support,
                                         max(config.final_iterations, 1), rate, config.nonnegative)  # fmt: skip
             loss = 0.5 * float(np.sum((model - self.data).astype(np.float64) ** 2))
@@ -389,7 +395,7 @@ class _Run:
         }  # fmt: skip
         meta = {"config": self.fingerprint, "level": s.level, "step": s.step, "volume_level": s.volume_level,
                 "has_support": s.support is not None, "calls": s.calls[0],
-                "timings": s.timings, "volume_scales": s.volume_scales}  # fmt: skip
+                "timings": s.timings}  # fmt: skip
         if s.pose_velocity is not None:
             arrays["pose_velocity"] = s.pose_velocity
         if s.pose_damping is not None:

@@ -1,6 +1,7 @@
 """The published method's schedule (Romanov et al. 2025), run through mspt's operators for comparison: at
-every outer step the volume is re-zeroed and rebuilt by ``reference_volume_steps`` Adam steps on the MSE,
-then the poses take one Adam step (moments kept across the outer steps of a level).
+every outer step the volume is re-zeroed and rebuilt by ``reference_volume_steps`` Adam steps on the MSE
+(fresh moments each time), then the poses take one Adam step (moments kept across the outer steps of a level).
+The rates are the published code's (TomoConfig's reference_* defaults), carried over to mspt's units.
 Costs 2 ``reference_volume_steps`` + 2 projector calls per outer step."""
 
 from __future__ import annotations

@@ -41,3 +41,21 @@ class TomoResult:
     projector_calls: float
     timings: dict
     config: TomoConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TomoStep:
+    """The state after one outer step of :func:`mspt.tomo.reconstruct`, handed to its ``callback``.
+
+    level_factor : the pyramid factor of the step's level; step : the step's index within its level.
+    rotation : (T, 3, 3) active rotations and shifts_A (T, 2) (dy, dx) in A after the step's pose update.
+    loss : the step's relative data misfit |A x - b|^2 / |b|^2 (before its pose update).
+    projector_calls : passes of project / backproject / the pose vjp over the whole series so far.
+    """
+
+    level_factor: int
+    step: int
+    rotation: np.ndarray
+    shifts_A: np.ndarray
+    loss: float
+    projector_calls: float
