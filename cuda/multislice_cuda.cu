@@ -119,6 +119,8 @@ size_t MultisliceCuda::scratch_bytes() const {
 
 void MultisliceCuda::run(const MultisliceArgs<float>& a) {
   validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
+  if (a.tape != nullptr)
+    throw std::invalid_argument("tape: the CUDA backend keeps no forward tape (it recomputes the forward pass)");
   const int source = static_cast<int>(a.source);
   if (source < 0 || source > 2) throw std::invalid_argument("unknown gradient source " + std::to_string(source));
   if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr)

@@ -30,7 +30,8 @@ class MultisliceCuda {
   MultisliceCuda(const MultisliceCuda&) = delete;
   MultisliceCuda& operator=(const MultisliceCuda&) = delete;
 
-  // Same semantics as MultisliceCpu<float>::run; all pointers in `args` are host pointers.
+  // Same semantics as MultisliceCpu<float>::run, except that it takes no tape (args.tape must be null); all
+  // pointers in `args` are host pointers.
   void run(const MultisliceArgs<float>& args);
 
   int threads() const { return 0; }

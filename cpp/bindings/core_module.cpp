@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/multislice_binding.h"
+#include "bindings/multislice_tape_binding.h"
 #include "cpu/fft_cpu.h"
 #include "cpu/likelihood_cpu.h"
 #include "cpu/linear_ops_cpu.h"
@@ -196,6 +197,8 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
       m, "MultisliceCpu32", "Multislice plan on the CPU, single precision (the production path).");
   mspt::bind_multislice<mspt::MultisliceCpu<double>, double>(
       m, "MultisliceCpu64", "Multislice plan on the CPU, double precision (the reference path for tests).");
+  mspt::bind_multislice_tape<float>(m, "MultisliceTape32");
+  mspt::bind_multislice_tape<double>(m, "MultisliceTape64");
   m.def("likelihood32", &likelihood_py<float>, "intensity"_a, "data"_a, "kind"_a, "eps"_a, "mask"_a = py::none());
   m.def("likelihood64", &likelihood_py<double>, "intensity"_a, "data"_a, "kind"_a, "eps"_a, "mask"_a = py::none());
   py::class_<mspt::PropagationParams>(m, "PropagationParams", py::module_local())

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <complex>
+#include <type_traits>
 
 #include "bindings/check_array.h"
 #include "mspt/multislice_args.h"
@@ -14,6 +15,31 @@
 namespace mspt {
 namespace py = pybind11;
 using namespace pybind11::literals;
+
+// The engine's tape type (Engine::Tape), or void for an engine that keeps none (the CUDA engine).
+template <class Engine, class = void>
+struct EngineTape {
+  using type = void;
+};
+template <class Engine>
+struct EngineTape<Engine, std::void_t<typename Engine::Tape>> {
+  using type = typename Engine::Tape;
+};
+
+// A tape argument: None, or a tape of the engine's type (bound as MultisliceTape32/64).
+template <class Engine, class T>
+MultisliceTape<T>* tape_argument(const py::object& tape) {
+  using Tape = typename EngineTape<Engine>::type;
+  if (tape.is_none()) return nullptr;
+  if constexpr (std::is_void_v<Tape>) {
+    throw py::value_error("tape: this backend keeps no forward tape (it recomputes the forward pass); pass None");
+  } else {
+    if (!py::isinstance<Tape>(tape))
+      throw py::value_error("tape: expected a tape of this engine's precision, got " +
+                            std::string(py::str(py::type::of(tape))));
+    return &tape.cast<Tape&>();
+  }
+}
 
 template <class Engine, class T>
 void bind_multislice(py::module_& m, const char* name, const char* doc) {
@@ -29,7 +55,7 @@ void bind_multislice(py::module_& m, const char* name, const char* doc) {
              bool bandlimit_farfield, const py::object& intensities, const py::object& exit_waves, int source,
              const py::object& grad_intensities, const py::object& data, int likelihood, double eps,
              const py::object& grad_slices, const py::object& grad_probe, const py::object& grad_positions,
-             const py::object& grad_tilt, const py::object& loss_per_position) {
+             const py::object& grad_tilt, const py::object& loss_per_position, const py::object& tape) {
             MultisliceArgs<T> a;
             const py::ssize_t S = slices.ndim() == 3 ? slices.shape(0) : -1;
             a.slices = reinterpret_cast<const cplx<T>*>(check_array<C>("slices", slices, {S, -1, -1}, false));
@@ -63,6 +89,7 @@ void bind_multislice(py::module_& m, const char* name, const char* doc) {
             a.grad_positions = check_optional<double>("grad_positions", grad_positions, {B, 2}, true);
             a.grad_tilt = check_optional<double>("grad_tilt", grad_tilt, {2}, true);
             a.loss_per_position = check_optional<double>("loss_per_position", loss_per_position, {B}, true);
+            a.tape = tape_argument<Engine, T>(tape);
             double loss = 0;
             a.loss = &loss;
             {
@@ -76,7 +103,10 @@ void bind_multislice(py::module_& m, const char* name, const char* doc) {
           "exit_waves"_a = py::none(), "source"_a = 0, "grad_intensities"_a = py::none(), "data"_a = py::none(),
           "likelihood"_a = 0, "eps"_a = 1e-6, "grad_slices"_a = py::none(), "grad_probe"_a = py::none(),
           "grad_positions"_a = py::none(), "grad_tilt"_a = py::none(), "loss_per_position"_a = py::none(),
-          "Run the multislice model (and its gradient) on one batch of positions; returns the summed loss.");
+          "tape"_a = py::none(),
+          "Run the multislice model (and its gradient) on one batch of positions; returns the summed loss. "
+          "With a tape, a forward run (source 0) records its state there and a vector-Jacobian product "
+          "(source 1) replays it instead of running the forward pass again.");
 }
 
 }  // namespace mspt

@@ -66,6 +66,35 @@ class Fft2Plan {
   void* backward_ = nullptr;
 };
 
+// 2D transforms of spectra confined to a band of rows: rows [0, low) and [ny - high, ny) in FFT order, as
+// the propagator's band limit leaves them (2/3 of the rows at 2/3 Nyquist). `forward` computes those rows
+// of the spectrum only and zeroes the others; `backward` reads those rows only (the others must be zero).
+// A pass along y over every column and one along x over the band rows: about 10 % less time than the full
+// 2D transform at 128^2. Out-of-place through `work`, a plane from AlignedBuffer; thread-safe.
+template <class T>
+class BandFft2 {
+ public:
+  BandFft2(int ny, int nx, int low, int high);
+  ~BandFft2();
+  BandFft2(const BandFft2&) = delete;
+  BandFft2& operator=(const BandFft2&) = delete;
+
+  void forward(const cplx<T>* in, cplx<T>* out, cplx<T>* work) const;
+  void backward(const cplx<T>* in, cplx<T>* out, cplx<T>* work) const;
+
+  // A shared plan for this shape and band, made on first use; null where pruning would not pay (no row
+  // outside the band, or rows not aligned like the planes so FFTW's SIMD codelets could not run on them).
+  static std::shared_ptr<const BandFft2> get(int ny, int nx, int low, int high);
+
+ private:
+  void zero_gap(cplx<T>* plane) const;
+
+  int ny_, nx_, low_, high_;
+  void* columns_[2] = {nullptr, nullptr};  // [forward, backward]: ny-point transforms of the nx columns
+  void* low_rows_[2] = {nullptr, nullptr};   // nx-point transforms of rows [0, low)
+  void* high_rows_[2] = {nullptr, nullptr};  // nx-point transforms of rows [ny - high, ny)
+};
+
 // "estimate" | "measure" | "patient", from MSPT_FFTW_PLANNER (default "measure").
 std::string fftw_planner_name();
 // The FFTW version string, for `mspt info`.

@@ -12,6 +12,32 @@
 #include "mspt/windows.h"
 
 namespace mspt {
+namespace {
+
+// Budget for one chunk's object-gradient windows ([chunk, S, plane]), a share of a typical last-level cache.
+constexpr int64_t kChunkCacheBytes = int64_t(4) << 20;
+
+// The (ny, nx) grid `src` in unshifted FFT order copied into `dst` with zero frequency at (ny/2, nx/2)
+// (the layout of shifted_index), or back with `to_unshifted`. Whole row segments move at once: no
+// division per element, and the copies vectorise.
+template <class V>
+void shift_copy(const V* src, V* dst, int ny, int nx, bool to_unshifted) {
+  const int hx = nx / 2;
+  for (int iy = 0; iy < ny; ++iy) {
+    const int jy = shifted_index(iy, ny);
+    const V* from = src + size_t(to_unshifted ? jy : iy) * nx;
+    V* to = dst + size_t(to_unshifted ? iy : jy) * nx;
+    if (to_unshifted) {
+      std::copy(from + hx, from + nx, to);         // bins 0 .. nx-hx-1
+      std::copy(from, from + hx, to + (nx - hx));  // the negative frequencies
+    } else {
+      std::copy(from, from + (nx - hx), to + hx);
+      std::copy(from + (nx - hx), from + nx, to);
+    }
+  }
+}
+
+}  // namespace
 
 template <class T>
 MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int threads)
@@ -22,7 +48,12 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
   threads_ = threads > 0 ? threads : omp_get_max_threads();
   n_ = size_t(ny) * nx;
   plane_ = padded_plane(n_);
-  chunk_ = std::max<int64_t>(16, 4 * int64_t(threads_));
+  // Positions per chunk: enough for every thread to take several (load balance), few enough that the
+  // chunk's object-gradient windows stay in the last-level cache until scatter_chunk sums them.
+  const int64_t window_bytes = int64_t(n_slices) * int64_t(plane_) * int64_t(sizeof(cplx<T>));
+  const int64_t cache_fit = kChunkCacheBytes / window_bytes;
+  const int64_t balanced = std::max<int64_t>(16, 4 * int64_t(threads_));
+  chunk_ = std::max<int64_t>(2 * int64_t(threads_), std::min(balanced, cache_fit));
   fft_ = Fft2Plan<T>::get(ny, nx);
   scratch_.resize(threads_);
   for (auto& sc : scratch_) {
@@ -32,6 +63,7 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
     sc.work = AlignedBuffer<cplx<T>>(plane_);
     sc.grad = AlignedBuffer<cplx<T>>(plane_);
     sc.tmp = AlignedBuffer<cplx<T>>(plane_);
+    sc.band = AlignedBuffer<cplx<T>>(plane_);
     sc.intensity = AlignedBuffer<T>(plane_);
     sc.dldi = AlignedBuffer<T>(plane_);
     sc.ramp_y.resize(ny);
@@ -53,7 +85,7 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
 
 template <class T>
 size_t MultisliceCpu<T>::scratch_bytes() const {
-  size_t per_thread = (2 * size_t(n_slices_) * modes_ + modes_ + 3) * plane_ * sizeof(cplx<T>) + 2 * plane_ * sizeof(T);
+  size_t per_thread = (2 * size_t(n_slices_) * modes_ + modes_ + 4) * plane_ * sizeof(cplx<T>) + 2 * plane_ * sizeof(T);
   return threads_ * per_thread + (2 * size_t(modes_) + 1) * plane_ * sizeof(cplx<T>) + patch_grads_.size() * sizeof(cplx<T>) +
          probe_grads_.size() * sizeof(cplx<T>);
 }
@@ -92,31 +124,84 @@ void MultisliceCpu<T>::fill_tables(const MultisliceArgs<T>& a) {
       far_band_[i] = a.bandlimit_farfield ? in_band_[i] : 1;
     }
   }
+  // The band's rows in FFT order: [0, low) and [ny - high, ny); a row is in it if its kx = 0 bin is.
+  int low = 0, high = 0;
+  while (low < ny_ && in_band_[size_t(low) * nx_]) ++low;
+  while (high < ny_ - low && in_band_[size_t(ny_ - 1 - high) * nx_]) ++high;
+  band_fft_ = BandFft2<T>::get(ny_, nx_, low, high);
+  far_field_banded_ = a.bandlimit_farfield;
   table_params_ = p;
   table_bandlimit_ = a.bandlimit_farfield;
   tables_ready_ = true;
 }
 
 template <class T>
-void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, int slot, ThreadScratch& sc) {
-  const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
-  const size_t n = n_, plane = plane_;
-  const T inv_n = T(1.0 / double(n));
-  const ProbeWindow win = probe_window(a.positions[2 * b], a.positions[2 * b + 1], ny, nx);
-  for (int iy = 0; iy < ny; ++iy) sc.ramp_y[iy] = shift_ramp_1d<T>(iy, ny, win.frac_y);
-  for (int ix = 0; ix < nx; ++ix) sc.ramp_x[ix] = shift_ramp_1d<T>(ix, nx, win.frac_x);
-  const cplx<T>* H = propagator_.data();
-  const int64_t obj_plane = a.obj_h * a.obj_w;
+void MultisliceCpu<T>::band_forward(const cplx<T>* in, cplx<T>* out, ThreadScratch& sc, bool far_field) const {
+  if (band_fft_ != nullptr && (!far_field || far_field_banded_))
+    band_fft_->forward(in, out, sc.band.data());
+  else
+    fft_->forward(in, out);
+}
+
+template <class T>
+void MultisliceCpu<T>::band_backward(const cplx<T>* in, cplx<T>* out, ThreadScratch& sc, bool far_field) const {
+  if (band_fft_ != nullptr && (!far_field || far_field_banded_))
+    band_fft_->backward(in, out, sc.band.data());
+  else
+    fft_->backward(in, out);
+}
+
+template <class T>
+typename MultisliceCpu<T>::PositionState MultisliceCpu<T>::position_state(const MultisliceArgs<T>& a, int64_t b,
+                                                                          ThreadScratch& sc) const {
+  const int M = modes_;
+  const size_t plane = plane_;
+  if (a.tape != nullptr) {
+    Tape& t = *a.tape;
+    const bool spectra = t.with_spectra() && n_slices_ > 1;
+    return PositionState{t.wave(b, 0, 0),
+                         size_t(M) * plane,
+                         plane,
+                         spectra ? t.spectrum(b, 1, 0) : sc.work.data(),
+                         spectra ? size_t(M) * plane : 0,
+                         spectra ? plane : 0,
+                         t.far(b, 0),
+                         plane};
+  }
   // The backward pass needs the wave entering every slice, the tilt derivative also the propagated
   // spectra; what is not needed is not kept, so the forward pass stays in cache.
   const bool keep_waves = a.source != GradientSource::kNone;
   const bool keep_spectra = keep_waves && a.grad_tilt != nullptr;
-  auto wave_at = [&](int s, int m) { return sc.waves.data() + (keep_waves ? size_t(s) * M + m : 0) * plane; };
-  auto spectrum_at = [&](int s, int m) {
-    return keep_spectra ? sc.spectra.data() + (size_t(s) * M + m) * plane : sc.work.data();
-  };
+  return PositionState{sc.waves.data(),
+                       keep_waves ? size_t(M) * plane : 0,
+                       keep_waves ? plane : 0,
+                       keep_spectra ? sc.spectra.data() : sc.work.data(),
+                       keep_spectra ? size_t(M) * plane : 0,
+                       keep_spectra ? plane : 0,
+                       sc.far.data(),
+                       plane};
+}
 
-  // ---- forward ----
+template <class T>
+void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, int slot, ThreadScratch& sc) {
+  const ProbeWindow win = probe_window(a.positions[2 * b], a.positions[2 * b + 1], ny_, nx_);
+  for (int iy = 0; iy < ny_; ++iy) sc.ramp_y[iy] = shift_ramp_1d<T>(iy, ny_, win.frac_y);
+  for (int ix = 0; ix < nx_; ++ix) sc.ramp_x[ix] = shift_ramp_1d<T>(ix, nx_, win.frac_x);
+  const PositionState st = position_state(a, b, sc);
+  // A vector-Jacobian product with a recorded tape starts from the tape's forward state.
+  const bool replay = a.tape != nullptr && a.source != GradientSource::kNone;
+  if (!replay) forward_position(a, b, win, st, sc);
+  if (a.source != GradientSource::kNone) backward_position(a, b, slot, win, st, sc);
+}
+
+template <class T>
+void MultisliceCpu<T>::forward_position(const MultisliceArgs<T>& a, int64_t b, const ProbeWindow& win,
+                                        const PositionState& st, ThreadScratch& sc) {
+  const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
+  const size_t n = n_, plane = plane_;
+  const T inv_n = T(1.0 / double(n));
+  const cplx<T>* H = propagator_.data();
+  const int64_t obj_plane = a.obj_h * a.obj_w;
   std::fill(sc.intensity.data(), sc.intensity.data() + n, T(0));
   for (int m = 0; m < M; ++m) {
     const cplx<T>* Phat = probe_spectra_.data() + size_t(m) * plane;
@@ -127,55 +212,53 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
         sc.work[i] = Phat[i] * (ry * sc.ramp_x[ix]);
       }
     }
-    fft_->backward(sc.work.data(), wave_at(0, m));
+    fft_->backward(sc.work.data(), st.wave(0, m));
     for (int s = 0; s < S; ++s) {
       const cplx<T>* slice = a.slices + s * obj_plane;
-      const cplx<T>* psi = wave_at(s, m);
+      const cplx<T>* psi = st.wave(s, m);
       for (int iy = 0; iy < ny; ++iy)
         for (int ix = 0; ix < nx; ++ix) {
           const size_t i = size_t(iy) * nx + ix;
           sc.tmp[i] = transmit(psi[i], slice, a.obj_w, win.r0, win.c0, iy, ix);
         }
       if (s < S - 1) {
-        cplx<T>* spec = spectrum_at(s + 1, m);
-        fft_->forward(sc.tmp.data(), spec);
+        cplx<T>* spec = st.spectrum(s + 1, m);
+        band_forward(sc.tmp.data(), spec, sc);
         for (size_t i = 0; i < n; ++i) spec[i] = spec[i] * H[i];
-        fft_->backward(spec, wave_at(s + 1, m));
+        band_backward(spec, st.wave(s + 1, m), sc);
       } else {
         if (a.exit_waves != nullptr)
           std::memcpy(static_cast<void*>(a.exit_waves + (size_t(b) * M + m) * n), sc.tmp.data(), n * sizeof(cplx<T>));
-        cplx<T>* far = sc.far.data() + size_t(m) * plane;
-        fft_->forward(sc.tmp.data(), far);
+        cplx<T>* far = st.far_field(m);
+        band_forward(sc.tmp.data(), far, sc, true);
         for (size_t i = 0; i < n; ++i) sc.intensity[i] += farfield_intensity(far[i], bool(far_band_[i]), inv_n);
       }
     }
   }
-  if (a.intensities != nullptr) {
-    T* out = a.intensities + size_t(b) * n;
-    for (int iy = 0; iy < ny; ++iy)
-      for (int ix = 0; ix < nx; ++ix)
-        out[size_t(shifted_index(iy, ny)) * nx + shifted_index(ix, nx)] = sc.intensity[size_t(iy) * nx + ix];
-  }
-  if (a.source == GradientSource::kNone) return;
+  if (a.intensities != nullptr) shift_copy(sc.intensity.data(), a.intensities + size_t(b) * n, ny, nx, false);
+}
+
+template <class T>
+void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, int slot, const ProbeWindow& win,
+                                         const PositionState& st, ThreadScratch& sc) {
+  const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
+  const size_t n = n_, plane = plane_;
+  const T inv_n = T(1.0 / double(n));
+  const cplx<T>* H = propagator_.data();
+  const int64_t obj_plane = a.obj_h * a.obj_w;
 
   // ---- dL/dI at this position, unshifted ----
-  const T* g_in = a.source == GradientSource::kGiven ? a.grad_intensities : a.data;
-  g_in += size_t(b) * n;
+  // Given (kGiven), or from the counts (kLikelihood), which pass through sc.dldi unshifted first.
+  const T* given = (a.source == GradientSource::kGiven ? a.grad_intensities : a.data) + size_t(b) * n;
+  shift_copy(given, sc.dldi.data(), ny, nx, true);
   double loss = 0;
-  for (int iy = 0; iy < ny; ++iy)
-    for (int ix = 0; ix < nx; ++ix) {
-      const size_t i = size_t(iy) * nx + ix;
-      const T v = g_in[size_t(shifted_index(iy, ny)) * nx + shifted_index(ix, nx)];
-      if (a.source == GradientSource::kGiven) {
-        sc.dldi[i] = v;
-      } else if (far_band_[i]) {  // pixels the band-limited model cannot reach carry no information
-        T g;
-        loss += likelihood_element(a.likelihood, sc.intensity[i], v, a.eps, &g);
-        sc.dldi[i] = g;
-      } else {
-        sc.dldi[i] = T(0);
-      }
+  if (a.source == GradientSource::kLikelihood) {
+    for (size_t i = 0; i < n; ++i) {
+      T g = T(0);  // pixels the band-limited model cannot reach carry no information
+      if (far_band_[i]) loss += likelihood_element(a.likelihood, sc.intensity[i], sc.dldi[i], a.eps, &g);
+      sc.dldi[i] = g;
     }
+  }
   loss_terms_[b] = loss;
 
   // ---- backward ----
@@ -191,14 +274,13 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
   std::fill(pos_col, pos_col + nx, T(0));
   std::fill(pos_colk, pos_colk + nx, T(0));
   for (int m = 0; m < M; ++m) {
-    const cplx<T>* far = sc.far.data() + size_t(m) * plane;
+    const cplx<T>* far = st.far_field(m);
     for (size_t i = 0; i < n; ++i) sc.work[i] = farfield_backward(far[i], sc.dldi[i], bool(far_band_[i]), inv_n);
-    fft_->backward(sc.work.data(), sc.grad.data());
+    band_backward(sc.work.data(), sc.grad.data(), sc, true);
     for (int s = S - 1; s >= 0; --s) {
       const cplx<T>* slice = a.slices + s * obj_plane;
-      const cplx<T>* psi = wave_at(s, m);
+      const cplx<T>* psi = st.wave(s, m);
       cplx<T>* g = sc.grad.data();
-      // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g.
       // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g, in
       // one branch-free pass per case.
       cplx<T>* patch = a.grad_slices != nullptr ? patch_grads_.data() + (size_t(slot) * S + s) * plane : nullptr;
@@ -223,10 +305,10 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
         }
       }
       if (s == 0) break;
-      fft_->forward(g, sc.work.data());
+      band_forward(g, sc.work.data(), sc);
       cplx<T>* w = sc.work.data();
       if (a.grad_tilt != nullptr) {
-        const cplx<T>* spec = spectrum_at(s, m);
+        const cplx<T>* spec = st.spectrum(s, m);
         for (int iy = 0; iy < ny; ++iy) {
           const T ky = T(ky_invA_[iy]);
           cplx<T>* wr = w + size_t(iy) * nx;
@@ -242,7 +324,7 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
       } else {
         for (size_t i = 0; i < n; ++i) w[i] = conj_mul(H[i], w[i]);
       }
-      fft_->backward(w, g);
+      band_backward(w, g, sc);
     }
     // sc.grad is now dL/d(shifted probe) for this mode.
     if (a.grad_probe == nullptr && a.grad_positions == nullptr) continue;
@@ -318,8 +400,17 @@ template <class T>
 void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
   validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
   validate_windows(a.positions, a.batch, ny_, nx_, a.obj_h, a.obj_w);
-  prepare(a);
   const bool grad = a.source != GradientSource::kNone;
+  if (a.tape != nullptr) {
+    if (a.source == GradientSource::kNone) {
+      a.tape->start_recording(a);
+    } else if (a.source == GradientSource::kGiven) {
+      a.tape->check_replay(a);
+    } else {
+      throw std::invalid_argument("tape: replayed by a vector-Jacobian product only, not by a likelihood gradient");
+    }
+  }
+  prepare(a);
   if (grad && a.grad_slices != nullptr) {
     if (patch_grads_.size() == 0) patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
     std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
@@ -349,7 +440,10 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
     if (grad) scatter_chunk(a, first, count);
   }
 
-  if (!grad) return;
+  if (!grad) {
+    if (a.tape != nullptr) a.tape->finish_recording();
+    return;
+  }
   if (a.grad_probe != nullptr) {
     ThreadScratch& sc = scratch_[0];
     for (int m = 0; m < modes_; ++m) {

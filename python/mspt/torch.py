@@ -13,6 +13,11 @@ optimisers, losses, regularisers and networks around them.
   vector-Jacobian products return, so a plain ``z - lr * z.grad`` step descends.
 * Precision: complex128 slices or probe run the native double-precision multislice (the path
   ``torch.autograd.gradcheck`` checks); complex64 runs single precision. The projector computes in float32.
+* Memory: on the CPU, :func:`multislice` keeps its forward pass's wavefields for the backward pass (a
+  :class:`mspt.ops.MultisliceTape`: B x M x (S + 1) planes of ny x nx complex values, B x M x 2S when the
+  tilt needs a gradient; 50 MB for 64 positions, 5 slices, one mode and 128^2 complex64), so the backward
+  pass does not run the forward pass again. Above ``SAVE_WAVES_MAX_BYTES`` (1 GiB; or with
+  ``save_waves=False``) the backward pass recomputes them instead. The tape is freed with the autograd graph.
 * Poses: :func:`project` takes rotation matrices (T, 3, 3). Their gradient is the tangent one: the native
   pose vjp gives g = dL/dw for the update R <- exp([w]x) R, returned as dL/dR = [g]x R / 2, which equals
   the gradient of any parametrisation of R on the rotation group (Euler angles, quaternions, ...) through
@@ -33,9 +38,13 @@ import numpy as np
 from . import ops
 from .ops import _arrays
 
-__all__ = ["multislice", "project", "rotation_update", "skew"]
+__all__ = ["SAVE_WAVES_MAX_BYTES", "multislice", "project", "rotation_update", "skew"]
 
 _COMPLEX = (torch.complex64, torch.complex128)
+
+# Largest forward state (bytes) that multislice keeps for its backward pass by default (save_waves=None);
+# above it the backward pass recomputes the forward pass.
+SAVE_WAVES_MAX_BYTES = 2**30
 
 
 def _tensor(name: str, value, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -64,15 +73,34 @@ def _back(array: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
     return torch.from_numpy(np.asarray(array)).to(device=like.device, dtype=like.dtype)
 
 
+def _keeps_waves(save_waves: bool | None, slices, probe, positions, with_tilt: bool) -> bool:
+    """Whether the forward pass records a tape for the backward pass (CPU tensors only)."""
+    if save_waves is False or slices.device.type != "cpu":
+        return False
+    if save_waves is None:
+        precision = "double" if torch.complex128 in (slices.dtype, probe.dtype) else "single"
+        modes, ny, nx = probe.shape if probe.ndim == 3 else (1, *probe.shape)
+        nbytes = ops.multislice_tape_bytes(
+            positions.shape[0] if positions.ndim == 2 else 1, slices.shape[0] if slices.ndim == 3 else 1, modes, ny,
+            nx, precision=precision, with_tilt=with_tilt,
+        )  # fmt: skip
+        return nbytes <= SAVE_WAVES_MAX_BYTES
+    return True
+
+
 class _Multislice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, slices, probe, positions, tilt, settings):
         ctx.settings = settings
         ctx.save_for_backward(slices, probe, positions, tilt)
-        intensities = ops.multislice_forward(
+        with_tilt = ctx.needs_input_grad[3]
+        record = any(ctx.needs_input_grad) and _keeps_waves(settings["save_waves"], slices, probe, positions, with_tilt)
+        result = ops.multislice_forward(
             _host("slices", slices), _host("probe", probe), _host("positions_px", positions), settings["dz_A"],
-            settings["energy_eV"], settings["sampling_A"], tilt_mrad=_host("tilt_mrad", tilt), **settings["native"],
+            settings["energy_eV"], settings["sampling_A"], tilt_mrad=_host("tilt_mrad", tilt),
+            record_tape=record, tape_with_tilt=with_tilt, **settings["native"],
         )  # fmt: skip
+        intensities, ctx.tape = result if record else (result, None)
         return torch.from_numpy(intensities).to(slices.device)
 
     @staticmethod
@@ -84,7 +112,7 @@ class _Multislice(torch.autograd.Function):
         grads = ops.multislice_vjp(
             _host("grad_intensities", grad_intensities), _host("slices", slices), _host("probe", probe),
             _host("positions_px", positions), settings["dz_A"], settings["energy_eV"], settings["sampling_A"],
-            tilt_mrad=_host("tilt_mrad", tilt), wrt=wrt, **settings["native"],
+            tilt_mrad=_host("tilt_mrad", tilt), wrt=wrt, tape=ctx.tape, **settings["native"],
         )  # fmt: skip
         return (
             _back(grads.slices, slices), _back(grads.probe, probe), _back(grads.positions_px, positions),
@@ -102,6 +130,7 @@ def multislice(
     *,
     tilt_mrad=(0.0, 0.0),
     bandlimit: bool = True,
+    save_waves: bool | None = None,
     threads: int | None = None,
 ) -> torch.Tensor:
     """Differentiable far-field intensities of the multislice model (:func:`mspt.ops.multislice_forward`).
@@ -124,6 +153,10 @@ def multislice(
         Beam tilt (ty, tx) in mrad; a tensor that requires grad gets dL/dtilt (1/mrad).
     bandlimit : bool
         Also cut the far field at 2/3 of Nyquist (the propagator always is).
+    save_waves : bool, optional
+        Keep the forward pass's wavefields for the backward pass (CPU tensors; see the module docstring for
+        the memory) instead of recomputing them there. Default: keep them when they take at most
+        ``SAVE_WAVES_MAX_BYTES``. Either way the gradients are the same, bit for bit.
     threads : int, optional
         CPU threads (default: OpenMP's).
 
@@ -143,8 +176,10 @@ def multislice(
         raise ValueError(f"probe: a tensor on {probe.device}, but slices is on {slices.device}")
     positions = _tensor("positions_px", positions_px, slices, torch.float64)
     tilt = _tensor("tilt_mrad", tilt_mrad, slices, torch.float64)
+    if save_waves is not None and not isinstance(save_waves, bool):
+        raise ValueError(f"save_waves: expected None, True or False, got {save_waves!r}")
     settings = dict(
-        dz_A=dz_A, energy_eV=energy_eV, sampling_A=sampling_A,
+        dz_A=dz_A, energy_eV=energy_eV, sampling_A=sampling_A, save_waves=save_waves,
         native=dict(bandlimit=bandlimit, threads=threads, device=_device(slices)),
     )  # fmt: skip
     return _Multislice.apply(slices, probe, positions, tilt, settings)

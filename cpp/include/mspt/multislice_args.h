@@ -16,6 +16,10 @@ enum class GradientSource : int {
   kLikelihood = 2,  // dL/dI from a likelihood against measured counts (fused loss and gradient)
 };
 
+// The forward state kept for a later vector-Jacobian product (CPU backend only: cpu/multislice_tape.h).
+template <class T>
+class MultisliceTape;
+
 template <class T>
 struct MultisliceArgs {
   // Inputs.
@@ -46,6 +50,10 @@ struct MultisliceArgs {
   double* grad_tilt = nullptr;      // [2] dL/d(tan ty, tan tx)
   double* loss = nullptr;           // [1] summed over the batch (kLikelihood)
   double* loss_per_position = nullptr;  // [B] (kLikelihood), optional
+
+  // Optional (CPU backend): a forward run (kNone) records its state here; a vector-Jacobian product
+  // (kGiven) replays it instead of running the forward pass again.
+  MultisliceTape<T>* tape = nullptr;
 };
 
 }  // namespace mspt

@@ -20,9 +20,11 @@ from .linear import (
 from .multislice import (
     LIKELIHOODS,
     MultisliceGrads,
+    MultisliceTape,
     bandlimit_cutoff_invA,
     multislice_forward,
     multislice_loss_grad,
+    multislice_tape_bytes,
     multislice_vjp,
 )
 from .projector import (
@@ -38,6 +40,7 @@ from .projector import (
 __all__ = [
     "LIKELIHOODS",
     "MultisliceGrads",
+    "MultisliceTape",
     "ProjectionGrads",
     "backproject",
     "bandlimit_cutoff_invA",
@@ -52,6 +55,7 @@ __all__ = [
     "likelihood",
     "multislice_forward",
     "multislice_loss_grad",
+    "multislice_tape_bytes",
     "multislice_vjp",
     "project",
     "project_adjoint",
