@@ -29,6 +29,9 @@ def test_widths_of_anisotropic_gaussian_atoms_at_sub_voxel_sites(measured):
     expected = FWHM_PER_SIGMA * sigmas
     error = measured("atom widths", "largest relative FWHM error", float(np.max(np.abs(np.array(widths.fwhm_A) / expected - 1))), 0.03)
     assert error < 0.03 and widths.n_sites == 27
+    # A radius that is not a whole number of steps still samples the profile on the site itself.
+    odd = atom_widths(volume, 0.2, sites, radius_A=1.37)
+    assert np.max(np.abs(np.array(odd.fwhm_A) / expected - 1)) < 0.03
     assert widths.elongation == pytest.approx(0.5 / 0.275, rel=0.03)
 
 

@@ -64,7 +64,7 @@ def test_joint_refinement_sharpens_the_demo_volume(demo, measured):
     on the joint grid, where the stage starts) and after."""
     from mspt.analysis import atom_widths
     from mspt.constants import interaction_parameter
-    from mspt.joint import resample_volume
+    from mspt.joint import on_voxel_grid
     from mspt.joint.results_file import load_joint_result
     from mspt.simulate import nanocube, potential_volume
     from mspt.tomo import load_tomo_result
@@ -75,7 +75,7 @@ def test_joint_refinement_sharpens_the_demo_volume(demo, measured):
     joint = load_joint_result(out / "results.h5")
     tomo = load_tomo_result(out / "results.h5")
     voxel = float(joint["voxel_size_A"])
-    before = resample_volume(tomo.volume / interaction_parameter(200e3), tomo.voxel_size_A, voxel)
+    before = on_voxel_grid(tomo.volume / interaction_parameter(200e3), tomo.voxel_size_A, voxel)
     after = joint["volume"]
     assert before.shape == after.shape and voxel == pytest.approx(0.2)
     atoms = nanocube("SrTiO3", 2)

@@ -155,7 +155,7 @@ def test_held_out_positions_choose_the_returned_state(series, measured):
                          patience=2)  # fmt: skip
     result = refine(model, start, tilts, config)
     rng = np.random.default_rng(config.seed)
-    splits = [split_tilt(t, 0.1, rng) for t in tilts]
+    splits = [split_tilt(t, 0.1, rng, model.grid_shape(start)) for t in tilts]
     assert all(s.validation.positions_px.shape[0] == 8 for s in splits)
     train = [s.train for s in splits]
     held = [s.validation for s in splits]
@@ -169,6 +169,20 @@ def test_held_out_positions_choose_the_returned_state(series, measured):
     measured("joint held-out", "held-out loss, returned / start", result.validation_loss[best] / result.validation_loss[0], 1.0)
     assert result.validation_loss[best] < result.validation_loss[0]
     assert result.stop_reason in ("iterations", "validation")
+
+
+def test_held_out_positions_follow_their_neighbours(dense_tilt, measured):
+    """Every position off by a common (0.4, -0.3) px: the held-out ones are never fitted, but follow their
+    training neighbours' corrections back, and come back merged in scan order."""
+    model, volume, true = dense_tilt
+    start = dataclasses.replace(true, positions_px=true.positions_px + np.array([0.4, -0.3]))
+    config = JointConfig(progress=False, outer_iterations=2, volume_evaluations=0, acquisition_evaluations=15,
+                         refine=("positions",), validation_fraction=0.1)  # fmt: skip
+    result = refine(model, volume, [start], config)
+    held = result.validation_indices[0]
+    assert held.size == 22 and result.tilts[0].positions_px.shape == true.positions_px.shape
+    error = np.sqrt(np.mean((result.tilts[0].positions_px[held] - true.positions_px[held]) ** 2))
+    assert measured("joint held-out", "held-out position error after (px rms), from 0.5", error, 0.1) < 0.1
 
 
 def test_refine_rejects_bad_arguments(series):
@@ -185,6 +199,8 @@ def test_refine_rejects_bad_arguments(series):
         JointConfig(refine=("pose",))
     with pytest.raises(ValueError, match="validation_fraction"):
         JointConfig(validation_fraction=0.8)
+    with pytest.raises(ValueError, match="volume_evaluations"):
+        JointConfig(volume_evaluations=0, refine=())
     with pytest.raises(ValueError, match="patterns"):
         JointTilt(tilts[0].rotation, np.zeros(2), tilts[0].probe, tilts[0].positions_px, np.zeros((3, 16, 16)))
     with pytest.raises(ValueError, match="likelihood"):

@@ -221,6 +221,7 @@ def test_joint_stage_resumes_a_finished_run_from_the_cli(finished_run, tmp_path)
         volume = f["joint/volume"][()]
         assert f["joint/analysis/resolution_A"].shape == (3,)
         assert f["joint/rotation"].shape == (3, 3, 3) and f["joint/probe"].ndim == 4
+        assert [f[f"joint/positions_px/{i:03d}"].shape for i in range(3)] == [(144, 2)] * 3
         voxel = f["joint"].attrs["voxel_size_A"]
     assert tuple(blocks) == ("start", "volume", "acquisition") and loss[-1] < loss[0]
     assert voxel == pytest.approx(0.25) and np.all(volume >= 0)  # the ptychography pixel, by default
@@ -247,3 +248,34 @@ acquisition_evaluations = 2
 refine = ["poses", "positions"]
 progress = false
 """
+
+
+def test_joint_start_refocuses_each_probe_to_the_slab_stack(finished_run):
+    """build_start hands the joint model the ptychography's physical probe at the joint stack's entrance:
+    a probe given (as make_probe defines defocus) at the entrance of a ptychography stack centred 2 A
+    downstream and re-centred by 1.5 A comes out equal to make_probe's probe at the entrance of a 3 x 5 A
+    slab stack centred on the rotation centre; positions land on the grid centred on the rotation axis."""
+    import dataclasses
+
+    from mspt.joint import build_start
+    from mspt.pipeline.outputs import ResultsStore
+
+    folder, config, result = finished_run
+    store = ResultsStore(result.results_path)
+    tilt = store.ptycho_results()[0]
+    energy, pixel = 200e3, float(tilt.pixel_size_A[0])
+    crossover = 40.0  # the probe's crossover, A downstream of the rotation-centre plane
+    ptycho_config = tilt.config.replace(stack_centre_A=2.0)
+    given_at = 2.0 - ptycho_config.thickness_A / 2 - 1.5
+    window = tilt.probe.shape[-1]
+    probe = mspt.make_probe(energy, 25.0, window, pixel, defocus_A=crossover - given_at, electrons=1e4).array
+    moved = dataclasses.replace(tilt, config=ptycho_config, stack_shift_A=1.5, probe=probe, tilt_mrad=np.zeros(2))
+    with mspt.io.load_tiltseries(folder / "tiltseries.h5") as series:
+        results = [moved] * series.n_tilts
+        model, tilts, volume = build_start(series, results, store.tomo_result(), n_slices=3, slice_thickness_A=5.0)
+    expected = mspt.make_probe(energy, 25.0, window, pixel, defocus_A=crossover + 7.5, electrons=1e4).array
+    error = np.linalg.norm(tilts[0].probe - expected) / np.linalg.norm(expected)
+    assert error < 1e-4, error
+    assert model.voxel_size_A == pytest.approx(pixel) and volume.shape[0] == round(store.tomo_result().volume.shape[0] * 0.5 / pixel)
+    centre = np.array(model.shape) // 2
+    assert np.allclose(tilts[0].positions_px, tilt.positions_A / pixel + centre)

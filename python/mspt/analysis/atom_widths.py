@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import _validate as v
 from ._fourier_shells import check_volume
+from .peaks import xyz_to_voxel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +51,13 @@ def atom_widths(volume, voxel_size_A: float, sites_A, *, radius_A: float = 1.5, 
     sites = np.asarray(sites_A, dtype=float)
     if sites.ndim != 2 or sites.shape[1] != 3 or not np.all(np.isfinite(sites)):
         raise ValueError(f"sites_A: expected (N, 3) finite (x, y, z) positions in A, got shape {sites.shape}")
-    centre = np.array(vol.shape) // 2
-    index = sites[:, ::-1] / d + centre  # (k, j, i) of each site
+    index = xyz_to_voxel(sites, vol.shape, d)  # (k, j, i) of each site
     reach = radius / d
     inside = np.all((index - reach >= 0) & (index + reach <= np.array(vol.shape) - 1), axis=1)
     if not np.any(inside):
         raise ValueError(f"sites_A: no site lies {radius} A or more inside the volume")
-    offsets = np.arange(-radius, radius + step / 2, step)
+    half = max(1, round(radius / step))
+    offsets = step * np.arange(-half, half + 1)  # symmetric, with a sample on the site itself
     coefficients = ndimage.spline_filter(vol, order=3)
     profiles = np.zeros((3, offsets.size))
     for axis in range(3):

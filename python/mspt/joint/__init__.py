@@ -14,7 +14,7 @@ from .model import JOINT_WRT, JointGrads, JointModel
 from .refine import JointResult, refine
 from .slab_projection import project_slabs, project_slabs_vjp
 from .slabs import SlabStack
-from .start import build_start, resample_volume
+from .start import build_start, on_voxel_grid
 from .tilt import JointTilt
 
 __all__ = [
@@ -26,9 +26,9 @@ __all__ = [
     "JointTilt",
     "SlabStack",
     "build_start",
+    "on_voxel_grid",
     "joint_loss_grad",
     "project_slabs",
     "project_slabs_vjp",
     "refine",
-    "resample_volume",
 ]

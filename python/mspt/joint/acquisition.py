@@ -7,7 +7,8 @@ Parametrisations (chosen so that a unit step is a sensible first move):
   model's rotation gradient is the tangent one at R (for ``exp([d]x) R``); at w != 0 the gradient w.r.t. w is
   that times the left Jacobian of SO(3), so the line search sees the exact derivative.
 * probe: the modes' real and imaginary parts (counts^(1/2) per pixel).
-* positions: (y, x) in pixels, bounded so every probe window stays inside the projection grid.
+* positions: (y, x) in pixels, bounded so every probe window stays inside the projection grid (a start
+  outside the bounds is moved onto them).
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ import math
 import numpy as np
 from scipy import optimize
 
-from ..tomo.rotations import _cross_matrix, rotation_exp
+from ..tomo.rotations import left_jacobian, rotation_exp
 from .model import JointModel
 from .tilt import JointTilt
 
 
-def left_jacobian(w: np.ndarray) -> np.ndarray:
-    """J(w) with exp([w + d]x) = exp([J(w) d]x) exp([w]x) to first order in d (w in radians)."""
-    angle = float(np.linalg.norm(w))
-    k = _cross_matrix(np.asarray(w, dtype=float))
-    if angle < 1e-8:
-        return np.eye(3) + k / 2
-    return np.eye(3) + (1 - math.cos(angle)) / angle**2 * k + (angle - math.sin(angle)) / angle**3 * (k @ k)
+def window_bounds(window, grid) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (y, x) pixel bounds of a window centre: a window covers [round(p) - N//2, round(p) - N//2 + N)
+    (DESIGN.md) and must stay on the (Py, Px) grid."""
+    window, grid = np.asarray(window), np.asarray(grid)
+    return window // 2 - 0.49, grid - (window - window // 2) + 0.49
 
 
 def _minimise(objective, start, evaluations: int, bounds=None):
@@ -43,8 +42,8 @@ def refine_pose(model: JointModel, volume, tilt: JointTilt, evaluations: int):
 
     def objective(x):
         w = np.radians(x[:3])
-        part = model.loss_grad(volume, rotation_exp(w) @ rotation0, x[3:], tilt.probe, tilt.positions_px,
-                               tilt.patterns, wrt=("rotation", "shifts"))  # fmt: skip
+        part = model.tilt_loss_grad(volume, tilt, wrt=("rotation", "shifts"), rotation=rotation_exp(w) @ rotation0,
+                                    shifts_A=x[3:])  # fmt: skip
         grad_w = left_jacobian(w).T @ part.rotation_vector
         return part.loss, np.concatenate([np.radians(grad_w), part.shifts_A])
 
@@ -61,8 +60,7 @@ def refine_probe(model: JointModel, volume, tilt: JointTilt, evaluations: int):
         return (x[:half] + 1j * x[half:]).reshape(shape).astype(dtype)
 
     def objective(x):
-        part = model.loss_grad(volume, tilt.rotation, tilt.shifts_A, as_probe(x), tilt.positions_px, tilt.patterns,
-                               wrt=("probe",))  # fmt: skip
+        part = model.tilt_loss_grad(volume, tilt, wrt=("probe",), probe=as_probe(x))
         return part.loss, np.concatenate([part.probe.real.ravel(), part.probe.imag.ravel()]).astype(np.float64)
 
     start = np.concatenate([tilt.probe.real.ravel(), tilt.probe.imag.ravel()]).astype(np.float64)
@@ -71,14 +69,12 @@ def refine_probe(model: JointModel, volume, tilt: JointTilt, evaluations: int):
 
 
 def refine_positions(model: JointModel, volume, tilt: JointTilt, evaluations: int, grid: tuple[int, int]):
-    # A window covers [round(p) - N//2, round(p) - N//2 + N) (DESIGN.md) and must stay on the grid.
-    window = np.array(tilt.probe.shape[-2:])
-    lo = np.broadcast_to(window // 2 - 0.49, tilt.positions_px.shape).ravel()
-    hi = np.broadcast_to(np.array(grid) - (window - window // 2) + 0.49, tilt.positions_px.shape).ravel()
+    low, high = window_bounds(tilt.probe.shape[-2:], grid)
+    lo = np.broadcast_to(low, tilt.positions_px.shape).ravel()
+    hi = np.broadcast_to(high, tilt.positions_px.shape).ravel()
 
     def objective(x):
-        part = model.loss_grad(volume, tilt.rotation, tilt.shifts_A, tilt.probe, x.reshape(-1, 2), tilt.patterns,
-                               wrt=("positions",))  # fmt: skip
+        part = model.tilt_loss_grad(volume, tilt, wrt=("positions",), positions_px=x.reshape(-1, 2))
         return part.loss, part.positions_px.ravel()
 
     start = np.clip(tilt.positions_px.ravel(), lo, hi)

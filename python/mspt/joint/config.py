@@ -74,6 +74,9 @@ class JointConfig:
         v.fraction("validation_fraction", self.validation_fraction, high=0.5)
         v.positive("patience", self.patience, integer=True)
         v.positive("seed", self.seed, integer=True, allow_zero=True)
+        if self.volume_evaluations == 0 and not (self.refine and self.acquisition_evaluations):
+            raise ValueError("volume_evaluations: 0 with nothing to refine in the acquisition block "
+                             "(acquisition_evaluations 0 or refine empty) would refine nothing")  # fmt: skip
 
     def replace(self, **changes) -> "JointConfig":
         return dataclasses.replace(self, **changes)

@@ -2,9 +2,11 @@
 
 A few positions of every tilt are kept out of the fit. Their loss under the current volume and acquisition
 (the *validation loss*) falls while the refinement learns the object and rises when it starts fitting the
-training patterns' noise; the refinement returns the state with the lowest validation loss. Held-out
-positions are not refined (their data must stay unseen); they follow the position corrections of their
-nearest training neighbours, so a common drift of the positions does not read as a worse fit.
+training patterns' noise; the refinement returns the state with the lowest validation loss. Their patterns
+stay unseen, but their probe windows overlap their neighbours' by most of their area, so the check is on
+the noise the volume, probe and pose pick up, not on the object far from the data. Held-out positions are not
+refined; they follow the position corrections of their nearest training neighbours (kept on the grid), so a
+common drift of the positions does not read as a worse fit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from .acquisition import window_bounds
 from .tilt import JointTilt
 
 NEIGHBOURS = 4
@@ -40,6 +43,7 @@ class Split:
     validation: JointTilt | None
     train_indices: np.ndarray
     validation_indices: np.ndarray
+    grid: tuple[int, int]
 
     def with_train(self, train: JointTilt) -> "Split":
         """This split after the training tilt was refined: the held-out positions take the refined pose and
@@ -49,6 +53,7 @@ class Split:
         correction = train.positions_px - self.train.positions_px
         moved = self.validation.positions_px + _neighbour_mean(self.train.positions_px, correction,
                                                                self.validation.positions_px)  # fmt: skip
+        moved = np.clip(moved, *window_bounds(self.validation.probe.shape[-2:], self.grid))
         validation = dataclasses.replace(self.validation, rotation=train.rotation, shifts_A=train.shifts_A,
                                          probe=train.probe, positions_px=moved)  # fmt: skip
         return dataclasses.replace(self, train=train, validation=validation)
@@ -63,8 +68,9 @@ class Split:
                                    probe=self.train.probe, positions_px=positions)  # fmt: skip
 
 
-def split_tilt(tilt: JointTilt, fraction: float, rng: np.random.Generator) -> Split:
-    """Hold out ``fraction`` of ``tilt``'s positions (at least one when the fraction is positive, never all)."""
+def split_tilt(tilt: JointTilt, fraction: float, rng: np.random.Generator, grid: tuple[int, int]) -> Split:
+    """Hold out ``fraction`` of ``tilt``'s positions (at least one when the fraction is positive, never all);
+    ``grid`` (Py, Px) is the projection grid the positions must stay on."""
     n = tilt.positions_px.shape[0]
     held = min(n - 1, max(1, round(fraction * n))) if fraction > 0 and n > 1 else 0
     validation_indices = np.sort(rng.choice(n, held, replace=False)) if held else np.zeros(0, np.int64)
@@ -75,7 +81,7 @@ def split_tilt(tilt: JointTilt, fraction: float, rng: np.random.Generator) -> Sp
         return dataclasses.replace(tilt, positions_px=tilt.positions_px[indices], patterns=patterns)
 
     return Split(train=subset(train_indices), validation=subset(validation_indices) if held else None,
-                 train_indices=train_indices, validation_indices=validation_indices)  # fmt: skip
+                 train_indices=train_indices, validation_indices=validation_indices, grid=tuple(grid))  # fmt: skip
 
 
 def _neighbour_mean(points: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:

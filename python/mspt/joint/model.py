@@ -65,8 +65,8 @@ class JointModel:
     voxel_size_A : voxel size (A). n_slices, slice_thickness_A : the slab stack (:class:`.slabs.SlabStack`).
     energy_eV : beam energy (eV).
     pixel_size_A : projection (object) pixel size (A); default the voxel size.
-    shape : (Py, Px) of the projections (the object); default the volume's (Y, X).
-    ramp_A : width of the slab boundaries' linear ramps (A); default the voxel size.
+    shape : (Py, Px) of the projections (the object); default the volume's (Y, X) field of view in pixels.
+    ramp_A : width of the slab boundaries' linear ramps (A); default the voxel size (at most the slab).
     likelihood : "poisson" or "amplitude" (as in :func:`mspt.ops.multislice_loss_grad`).
     batch_size : scan positions per multislice call (bounds the memory).
     device : "cpu" or "cuda", for the projector and the multislice alike. threads : CPU threads.
@@ -100,7 +100,8 @@ class JointModel:
 
     @property
     def slabs(self) -> SlabStack:
-        ramp = self.voxel_size_A if self.ramp_A is None else self.ramp_A
+        # The default ramp is one voxel, but never wider than a slab (voxels coarser than the slabs).
+        ramp = min(self.voxel_size_A, self.slice_thickness_A) if self.ramp_A is None else self.ramp_A
         return SlabStack(self.n_slices, self.slice_thickness_A, ramp)
 
     @property
@@ -112,20 +113,24 @@ class JointModel:
         """The interaction parameter (rad / (V A))."""
         return interaction_parameter(self.energy_eV)
 
-    def _grid(self, volume: np.ndarray) -> tuple[int, int]:
-        return tuple(volume.shape[1:]) if self.shape is None else tuple(int(n) for n in self.shape)
+    def grid_shape(self, volume: np.ndarray) -> tuple[int, int]:
+        """(Py, Px): the projection grid the slices and probe windows live on."""
+        if self.shape is not None:
+            return tuple(int(n) for n in self.shape)
+        return tuple(max(1, round(n * self.voxel_size_A / self.pixel_A)) for n in volume.shape[1:])
 
     def transmissions(self, volume, rotation, shifts_A, dtype=np.complex64) -> np.ndarray:
         """The S transmission slices (S, Py, Px) exp(i sigma P_s) of ``volume`` at one pose, entrance first."""
         vol = _inputs.volume(volume)
         projections = project_slabs(
             vol, _inputs.rotation(rotation), _inputs.shifts(shifts_A), self.voxel_size_A, self.slabs,
-            shape=self._grid(vol), pixel_size_A=self.pixel_A, device=self.device, threads=self.threads,
+            shape=self.grid_shape(vol), pixel_size_A=self.pixel_A, device=self.device, threads=self.threads,
         )  # fmt: skip
         return np.exp(1j * self.sigma * projections.astype(np.float64)).astype(dtype)
 
-    def forward(self, volume, rotation, shifts_A, probe, positions_px) -> np.ndarray:
-        """Far-field intensities (B, ny, nx) of one tilt's scan (float64 for a complex128 probe)."""
+    def forward(self, volume, rotation, shifts_A, probe, positions_px, tilt_mrad=(0.0, 0.0)) -> np.ndarray:
+        """Far-field intensities (B, ny, nx) of one tilt's scan (float64 for a complex128 probe); ``tilt_mrad``
+        the beam tilt (ty, tx) in the multislice."""
         probe = _inputs.probe(probe)
         positions = _inputs.positions(positions_px)
         slices = self.transmissions(volume, rotation, shifts_A, _complex_dtype(probe))
@@ -133,14 +138,24 @@ class JointModel:
             [
                 ops.multislice_forward(
                     slices, probe, positions[start : start + self.batch_size], self.slice_thickness_A,
-                    self.energy_eV, (self.pixel_A, self.pixel_A), device=self.device, threads=self.threads,
+                    self.energy_eV, (self.pixel_A, self.pixel_A), tilt_mrad=tilt_mrad, device=self.device,
+                    threads=self.threads,
                 )  # fmt: skip
                 for start in range(0, positions.shape[0], self.batch_size)
             ]
         )
 
+    def tilt_loss_grad(self, volume, tilt, *, wrt: Iterable[str] = JOINT_WRT, **changes) -> JointGrads:
+        """:meth:`loss_grad` of a :class:`~mspt.joint.JointTilt`; keyword ``changes`` replace its fields
+        (e.g. ``probe=`` a trial probe) for this evaluation."""
+        fields = {name: changes.get(name, getattr(tilt, name))
+                  for name in ("rotation", "shifts_A", "probe", "positions_px", "patterns", "tilt_mrad")}  # fmt: skip
+        return self.loss_grad(volume, fields["rotation"], fields["shifts_A"], fields["probe"], fields["positions_px"],
+                              fields["patterns"], wrt=wrt, tilt_mrad=fields["tilt_mrad"])  # fmt: skip
+
     def loss_grad(
-        self, volume, rotation, shifts_A, probe, positions_px, patterns, *, wrt: Iterable[str] = JOINT_WRT
+        self, volume, rotation, shifts_A, probe, positions_px, patterns, *, wrt: Iterable[str] = JOINT_WRT,
+        tilt_mrad=(0.0, 0.0),
     ) -> JointGrads:
         """The loss of one tilt's ``patterns`` (B, ny, nx, counts, zero frequency at the centre; sliced one
         batch at a time) and its gradients ``wrt`` a subset of ("volume", "rotation", "shifts", "probe",
@@ -160,7 +175,7 @@ class JointModel:
         need_slices = bool(wrt & {"volume", "rotation", "shifts"})
         ms_wrt = ({"slices"} if need_slices else set()) | (wrt & {"probe", "positions"})
         loss = 0.0
-        grad_slices = np.zeros(slices.shape, complex_dtype) if need_slices else None
+        grad_slices = np.zeros(slices.shape, np.complex128) if need_slices else None  # summed over many batches
         grad_probe = np.zeros(probe.shape, complex_dtype) if "probe" in wrt else None
         grad_positions = np.zeros(positions.shape) if "positions" in wrt else None
         for start in range(0, positions.shape[0], self.batch_size):
@@ -168,7 +183,7 @@ class JointModel:
             part = ops.multislice_loss_grad(
                 np.asarray(patterns[batch]), slices, probe, positions[batch], self.slice_thickness_A,
                 self.energy_eV, (self.pixel_A, self.pixel_A), likelihood=self.likelihood, wrt=ms_wrt,
-                device=self.device, threads=self.threads,
+                tilt_mrad=tilt_mrad, device=self.device, threads=self.threads,
             )  # fmt: skip
             loss += part.loss
             if grad_slices is not None:

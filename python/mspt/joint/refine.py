@@ -35,10 +35,12 @@ class JointResult:
     loss : the training loss (held-out positions excluded) summed over all tilts at the start and after each
         block; ``blocks`` names each entry ("start", "volume", "acquisition").
     validation_loss : the held-out positions' loss after each block (NaN without held-out positions).
+    validation_indices : per tilt, the held-out positions (indices into its scan).
     best_block : the entry whose state is returned (the lowest validation loss; the last without).
     stop_reason : "iterations" (all outer iterations ran) or "validation" (``patience`` outer iterations
         without a new lowest validation loss).
-    passes : data passes made, counted in whole tilt series (one evaluation of one tilt = 1 / T).
+    passes : evaluations made, in passes over the whole series: an evaluation of all tilts' training positions
+        counts 1, one tilt's 1 / T, and the held-out positions their share of the scan.
     timings : wall times in seconds ("total", "volume", "acquisition").
     """
 
@@ -47,6 +49,7 @@ class JointResult:
     loss: np.ndarray
     blocks: tuple[str, ...]
     validation_loss: np.ndarray
+    validation_indices: list
     best_block: int
     stop_reason: str
     passes: float
@@ -71,9 +74,10 @@ def refine(model: JointModel, volume, tilts: Sequence[JointTilt], config: JointC
     if not isinstance(config, JointConfig):
         raise TypeError(f"config: expected an mspt.joint.JointConfig, got {type(config).__name__}")
     rng = np.random.default_rng(config.seed)
-    splits = [split_tilt(t, config.validation_fraction, rng) for t in tilts]
-    run = _Run(model, np.maximum(_inputs.volume(volume), 0).astype(np.float32), splits)
-    grid = model.shape or run.volume.shape[1:]
+    start = np.maximum(_inputs.volume(volume), 0).astype(np.float32)
+    splits = [split_tilt(t, config.validation_fraction, rng, model.grid_shape(start)) for t in tilts]
+    run = _Run(model, start, splits)
+    grid = model.grid_shape(run.volume)
     started = time.perf_counter()
     timings = {"volume": 0.0, "acquisition": 0.0}
     run.record("start", total_loss_grad(model, run.volume, run.train)[0], passes=1.0)
@@ -113,7 +117,8 @@ def refine(model: JointModel, volume, tilts: Sequence[JointTilt], config: JointC
     volume_out, splits_out, best = run.chosen()
     return JointResult(
         volume=volume_out, tilts=[s.merged(t) for s, t in zip(splits_out, tilts)], loss=np.array(run.loss),
-        blocks=tuple(run.blocks), validation_loss=np.array(run.validation), best_block=best,
+        blocks=tuple(run.blocks), validation_loss=np.array(run.validation),
+        validation_indices=[s.validation_indices for s in splits_out], best_block=best,
         stop_reason=stop_reason, passes=run.passes, timings=timings,
     )  # fmt: skip
 
@@ -157,7 +162,7 @@ class _Run:
             for s in self.splits
         )
         return float(sum(
-            self.model.loss_grad(self.volume, t.rotation, t.shifts_A, t.probe, t.positions_px, t.patterns, wrt=()).loss
+            self.model.tilt_loss_grad(self.volume, t, wrt=()).loss
             for t in held
         ))  # fmt: skip
 

@@ -20,7 +20,7 @@ def save_joint_report(start: np.ndarray, result: JointResult, voxel_size_A: floa
     path = pathlib.Path(path)
     nz, ny, nx = start.shape
     d = float(voxel_size_A)
-    half = lambda n: (-(n // 2) * d, (n - n // 2) * d)  # noqa: E731
+    half = lambda n: ((-(n // 2) - 0.5) * d, (n - n // 2 - 0.5) * d)  # voxel edges; centres at (i - n//2) d  # noqa: E731
     xz = (*half(nx), *half(nz)[::-1])
     xy = (*half(nx), *half(ny)[::-1])
     hi = float(np.percentile(np.concatenate([start.ravel(), result.volume.ravel()]), 99.9)) or 1.0

@@ -9,7 +9,8 @@ JointTilt per tilt and a potential volume.
 * Positions: each tilt's refined positions (A, scan frame, origin at the scan centre) in grid pixels.
 * Probe: each tilt's refined probe modes, propagated from the entrance of its ptychography slice stack to the
   entrance of the joint slab stack (both referred to the rotation-centre plane, DESIGN.md's defocus
-  reference), so a different slab count or thickness keeps the same physical probe.
+  reference, the ptychography's re-centring included), so a different slab count or thickness keeps the same
+  physical probe; each tilt's refined mistilt goes into its multislice.
 * Poses: the tomography's refined rotations and shifts.
 * Patterns: read lazily from the tilt series, one batch at a time.
 """
@@ -52,24 +53,10 @@ def grid_shape(positions_A: list[np.ndarray], window: tuple[int, int], pixel_siz
 
 
 def ptycho_entrance_A(result) -> float:
-    """Depth (A, downstream positive, from the rotation-centre plane) of a tilt's ptychography stack entrance."""
+    """Depth (A, downstream positive, from the rotation-centre plane) where a tilt's ptychography probe is
+    given: its stack's entrance, moved upstream by any re-centring of the stack (``stack_shift_A``)."""
     config = result.config
-    return float(config.stack_centre_A) - config.thickness_A / 2
-
-
-def resample_volume(volume: np.ndarray, voxel_size_A: float, new_voxel_size_A: float) -> np.ndarray:
-    """``volume`` (Z, Y, X) on a grid of ``new_voxel_size_A`` covering the same box about the rotation centre
-    (trilinear; DESIGN.md's voxel centres, so the rotation centre stays on voxel (Z//2, Y//2, X//2))."""
-    from scipy import ndimage
-
-    if math.isclose(voxel_size_A, new_voxel_size_A, rel_tol=1e-9):
-        return np.asarray(volume, dtype=np.float32)
-    ratio = voxel_size_A / new_voxel_size_A
-    old = np.array(volume.shape)
-    new = np.maximum(np.round(old * ratio).astype(int), 1)
-    axes = [(np.arange(n) - n // 2) / ratio + o // 2 for n, o in zip(new, old)]
-    coords = np.meshgrid(*axes, indexing="ij")
-    return ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), coords, order=1, mode="constant").astype(np.float32)
+    return float(config.stack_centre_A) - config.thickness_A / 2 - float(result.stack_shift_A)
 
 
 def build_start(series, ptycho_results: list, tomo_result, *, voxel_size_A: float | None = None,
@@ -111,7 +98,18 @@ def build_start(series, ptycho_results: list, tomo_result, *, voxel_size_A: floa
         tilts.append(JointTilt(
             rotation=tomo_result.rotation[index], shifts_A=tomo_result.shifts_A[index], probe=probe,
             positions_px=np.asarray(result.positions_A) / pixel + centre_px,
-            patterns=ScanPatterns(series.scan(index)),
+            patterns=ScanPatterns(series.scan(index)), tilt_mrad=result.tilt_mrad,
         ))  # fmt: skip
     potential = np.asarray(tomo_result.volume, dtype=np.float64) / interaction_parameter(energy)
-    return model, tilts, resample_volume(potential.astype(np.float32), float(tomo_result.voxel_size_A), voxel)
+    return model, tilts, on_voxel_grid(potential, float(tomo_result.voxel_size_A), voxel)
+
+
+def on_voxel_grid(volume: np.ndarray, voxel_size_A: float, new_voxel_size_A: float) -> np.ndarray:
+    """``volume`` (Z, Y, X) resampled (trilinear) onto voxels of ``new_voxel_size_A`` covering the same box
+    about the rotation centre (DESIGN.md's centred grid) -> float32."""
+    from ..tomo.resample import resample_volume
+
+    if math.isclose(voxel_size_A, new_voxel_size_A, rel_tol=1e-9):
+        return np.asarray(volume, dtype=np.float32)
+    shape = tuple(max(1, round(n * voxel_size_A / new_voxel_size_A)) for n in volume.shape)
+    return resample_volume(np.asarray(volume, dtype=np.float32), voxel_size_A, shape, new_voxel_size_A)

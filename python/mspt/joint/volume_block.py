@@ -22,8 +22,7 @@ def total_loss_grad(model: JointModel, volume: np.ndarray, tilts: Sequence[Joint
     """The loss summed over ``tilts`` and its gradient w.r.t. the volume (float64)."""
     loss, grad = 0.0, np.zeros(volume.shape, np.float64)
     for tilt in tilts:
-        part = model.loss_grad(volume, tilt.rotation, tilt.shifts_A, tilt.probe, tilt.positions_px, tilt.patterns,
-                               wrt=("volume",))  # fmt: skip
+        part = model.tilt_loss_grad(volume, tilt, wrt=("volume",))
         loss += part.loss
         grad += part.volume
     return loss, grad

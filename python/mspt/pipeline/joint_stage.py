@@ -24,7 +24,8 @@ def joint_memory_bytes(volume_shape, config) -> int:
 
 
 def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
-    """Run (or, on resume, read back) the joint refinement; returns (summary, seconds)."""
+    """Run (or, on resume, read back) the joint refinement; returns (summary, seconds). The stage is resumable
+    as a whole: an interrupted joint stage runs again from the sequential result (no checkpoints inside)."""
     from ..io import export_volume
     from ..joint import build_start, refine
     from ..joint.results_file import save_joint_result
@@ -32,7 +33,7 @@ def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
     from ..joint.report import save_joint_report
 
     if store.has("joint/analysis"):
-        return {"resolution_A": tuple(float(r) for r in store.read("joint/analysis/resolution_A"))}, 0.0
+        return _stored_summary(store), 0.0
     cfg = config.joint
     started = time.perf_counter()
     model, tilts, start = build_start(
@@ -57,6 +58,17 @@ def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
     log.info("joint: loss %.6g -> %.6g in %.1f passes; resolution (z, y, x) = %s A", result.loss[0],
              result.loss[-1], result.passes, summary["resolution_A"])  # fmt: skip
     return summary, time.perf_counter() - started
+
+
+def _stored_summary(store) -> dict:
+    """The summary a finished stage returned, read back from ``joint/analysis``."""
+    from ..io import load_analysis
+
+    analysis = load_analysis(store.path, group="joint/analysis")
+    summary: dict = {"resolution_A": tuple(float(r) for r in analysis["resolution_A"])}
+    if "site_found" in analysis:
+        summary["found_fraction"] = float(np.mean(analysis["site_found"]))
+    return summary
 
 
 def _analyse(config, store, out_dir, volume, voxel_size_A) -> dict:

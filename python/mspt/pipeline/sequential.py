@@ -258,20 +258,25 @@ def _prepare_output(out_dir: pathlib.Path, store: ResultsStore, config, resume: 
 def _check_resume(store: ResultsStore, stored_toml: str, config) -> None:
     """A resumed run keeps every stage's settings. ``[output]`` and ``[run]`` may change (a moved folder,
     another scheduler or device: where and how, not what), and so may ``[joint]``, which discards the joint
-    stage's results so that it runs again with the new settings."""
-    from ..config import tomllib, to_toml
+    stage's results so that it runs again with the new settings (its display and memory-only keys,
+    ``progress`` and ``batch_size``, do not). Settings are compared as loaded, defaults filled in."""
+    from ..config import SECTIONS, load_config
 
-    stored, current = tomllib.loads(stored_toml), tomllib.loads(to_toml(config))
-    for section in ("output", "run"):
-        stored.pop(section, None), current.pop(section, None)
-    stored_joint, current_joint = stored.pop("joint", {}), current.pop("joint", {})
-    if stored != current:
-        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    try:
+        stored = load_config(stored_toml)
+    except (ValueError, ImportError) as err:
+        raise ValueError(f"resume: {store.path} was written with a configuration this version cannot read ({err}); "
+                         "start a new run in another --out") from None  # fmt: skip
+    free = {"output", "run", "joint"}
+    changed = [name for name in SECTIONS if name not in free and getattr(stored, name) != getattr(config, name)]
+    if changed:
         raise ValueError(
             f"resume: {store.path} was written with a different configuration (changed: {', '.join(changed)}); "
-            "resume with the same configuration (only [joint], [output] and [run] may change) or start a new run in another --out"
+            "resume with the same configuration (only [joint], [output] and [run] may change) or start a new "
+            "run in another --out"
         )
-    if stored_joint != current_joint and store.has("joint"):
+    quiet = dict(progress=True, batch_size=1)
+    if stored.joint.replace(**quiet) != config.joint.replace(**quiet) and store.has("joint"):
         log.info("resume: [joint] changed; the joint stage runs again")
         store.discard_group("joint")
 

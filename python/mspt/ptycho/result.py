@@ -34,6 +34,9 @@ class PtychoResult:
     scan_drift_A : (dy, dx) the scan model's drift from the first pattern to the last (A; zero without drift).
     position_offsets_A : (N, 2) each position's own correction beyond the scan model (A).
     warnings : the self-checks that fired, as (code, message) pairs (diagnostics.py).
+    stack_shift_A : how far (A) re-centring moved the slices' content downstream of where the defocus and
+        ``stack_centre_A`` placed the stack; the probe is given at the entrance of the stack so moved, i.e. at
+        depth ``stack_centre_A - thickness / 2 - stack_shift_A`` from the defocus reference plane.
     frc_resolution_A : with ``self_check="frc"``, the half-data FRC resolution (1/7 threshold, A); ``frc`` the
         curve and both estimates (frc.FRCResult.as_dict); None otherwise.
     """
@@ -63,6 +66,7 @@ class PtychoResult:
     warnings: list = dataclasses.field(default_factory=list)
     frc_resolution_A: float | None = None
     frc: dict | None = None
+    stack_shift_A: float = 0.0
 
     @property
     def iterations(self) -> int:

@@ -41,3 +41,14 @@ def rotation_log(rotation) -> np.ndarray:
 def rotation_angle_deg(rotation) -> np.ndarray:
     """The angle (degrees) of each rotation (..., 3, 3)."""
     return np.degrees(np.linalg.norm(rotation_log(rotation), axis=-1))
+
+
+def left_jacobian(w) -> np.ndarray:
+    """J(w) (3, 3) with exp([w + d]x) = exp([J(w) d]x) exp([w]x) to first order in d (w in radians): turns a
+    tangent gradient g at exp([w]x) R0 into the gradient w.r.t. w, J(w)^T g."""
+    w = np.asarray(w, dtype=float)
+    angle = float(np.linalg.norm(w))
+    k = _cross_matrix(w)
+    if angle < 1e-8:
+        return np.eye(3) + k / 2
+    return np.eye(3) + (1 - np.cos(angle)) / angle**2 * k + (angle - np.sin(angle)) / angle**3 * (k @ k)
