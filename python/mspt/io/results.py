@@ -43,7 +43,7 @@ def save_projections(path, phase, denoised=None, *, pixel_size_A: float, overwri
             group.create_dataset(name, data=array.astype(np.float32), chunks=(1, *array.shape[1:]))
         group.attrs["pixel_size_A"] = float(pixel)
 
-    _write_group(path, PROJECTIONS, write, overwrite)
+    write_group(path, PROJECTIONS, write, overwrite)
 
 
 def save_analysis(path, *, resolution_A, atoms_A=None, elements=None, site_found=None, displacement_A=None,
@@ -80,7 +80,7 @@ def save_analysis(path, *, resolution_A, atoms_A=None, elements=None, site_found
         for name, array in arrays.items():
             group.create_dataset(name, data=array)
 
-    _write_group(path, group, write, overwrite)
+    write_group(path, group, write, overwrite)
 
 
 def write_run_attributes(path, *, config=None, **attrs) -> None:
@@ -136,7 +136,10 @@ def load_analysis(path, group: str = ANALYSIS) -> dict:
     return out
 
 
-def _write_group(path, name: str, write: Callable[[h5py.Group], None], overwrite: bool) -> None:
+def write_group(path, name: str, write: Callable[[h5py.Group], None], overwrite: bool) -> None:
+    """Create group ``name`` of the results file at ``path`` (created if absent) and fill it with ``write``,
+    atomically (a copy written and renamed over the file); an existing group is replaced only with
+    ``overwrite``."""
     with atomic_path(path, name="path", copy_existing=True) as tmp:
         with _open_copy(tmp, path) as f:
             if name in f:

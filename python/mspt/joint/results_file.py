@@ -17,7 +17,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from ..io.atomic import atomic_path
+from ..io.results import write_group
 from .model import JointModel
 from .refine import JointResult
 
@@ -29,12 +29,8 @@ def save_joint_result(path, result: JointResult, model: JointModel, overwrite: b
     if not isinstance(result, JointResult):
         raise TypeError(f"result: expected an mspt.joint.JointResult, got {type(result).__name__}")
     path = pathlib.Path(path)
-    with atomic_path(path, name="path", copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
-        if GROUP in f:
-            if not overwrite:
-                raise FileExistsError(f"{path}: {GROUP} already exists; pass overwrite=True to replace it")
-            del f[GROUP]
-        g = f.create_group(GROUP)
+
+    def write(g: h5py.Group) -> None:
         g.create_dataset("volume", data=result.volume)
         g.create_dataset("rotation", data=np.stack([t.rotation for t in result.tilts]))
         g.create_dataset("shifts_A", data=np.stack([t.shifts_A for t in result.tilts]))
@@ -52,6 +48,8 @@ def save_joint_result(path, result: JointResult, model: JointModel, overwrite: b
             likelihood=model.likelihood, passes=float(result.passes), timings=json.dumps(result.timings),
             best_block=int(result.best_block), stop_reason=result.stop_reason,
         )  # fmt: skip
+
+    write_group(path, GROUP, write, overwrite)
     return path
 
 

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from .volume_analysis import analyse_volume
+
 log = logging.getLogger("mspt.pipeline")
 
 
@@ -53,7 +55,8 @@ def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
     save_joint_result(store.path, result, model, overwrite=True)
     store.exports["volume_joint"] = export_volume(out_dir / "volume_joint.mrc", result.volume, model.voxel_size_A,
                                                   overwrite=True)  # fmt: skip
-    summary = _analyse(config, store, out_dir, result.volume, model.voxel_size_A)
+    res, fit, summary = analyse_volume(config, result.volume, model.voxel_size_A, "joint")
+    store.add_analysis(res, fit, group="joint/analysis")
     store.add_report("joint", save_joint_report(start, result, model.voxel_size_A, out_dir / "report_joint.png"))
     log.info("joint: loss %.6g -> %.6g in %.1f passes; resolution (z, y, x) = %s A", result.loss[0],
              result.loss[-1], result.passes, summary["resolution_A"])  # fmt: skip
@@ -68,27 +71,4 @@ def _stored_summary(store) -> dict:
     summary: dict = {"resolution_A": tuple(float(r) for r in analysis["resolution_A"])}
     if "site_found" in analysis:
         summary["found_fraction"] = float(np.mean(analysis["site_found"]))
-    return summary
-
-
-def _analyse(config, store, out_dir, volume, voxel_size_A) -> dict:
-    from ..analysis import LatticeMismatchError, fit_lattice, load_structure, resolution
-    from ..io import save_analysis
-
-    res = resolution(volume, voxel_size_A)
-    summary: dict = {"resolution_A": tuple(float(r) for r in res.resolution_A)}
-    fit = None
-    if config.input.structure:
-        try:
-            fit = fit_lattice(volume, voxel_size_A, load_structure(config.input.structure), config=config.analysis)
-        except LatticeMismatchError as err:
-            log.warning("joint: no atom fit: %s", err)
-            summary["atom_fit_error"] = str(err)
-        else:
-            summary["found_fraction"] = float(np.mean(fit.site_found))
-    atoms = {} if fit is None else dict(
-        atoms_A=fit.positions_A, elements=np.asarray(fit.elements).astype(str),
-        site_found=np.asarray(fit.site_found, bool), displacement_A=fit.displacement_A,
-    )  # fmt: skip
-    save_analysis(store.path, resolution_A=res.resolution_A, overwrite=True, group="joint/analysis", **atoms)
     return summary

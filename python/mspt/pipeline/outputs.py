@@ -88,13 +88,13 @@ class ResultsStore:
 
         save_tomo_result(self.path, result, overwrite=True)
 
-    def add_analysis(self, res, fit) -> None:
-        if fit is None:
-            save_analysis(self.path, resolution_A=res.resolution_A, overwrite=True)
-        else:
-            save_analysis(self.path, resolution_A=res.resolution_A, atoms_A=fit.positions_A,
-                          elements=np.asarray(fit.elements).astype(str), site_found=np.asarray(fit.site_found, bool),
-                          displacement_A=fit.displacement_A, overwrite=True)  # fmt: skip
+    def add_analysis(self, res, fit, group: str = "analysis") -> None:
+        """A volume's resolution and atom fit (None: no fit) as ``group``."""
+        atoms = {} if fit is None else dict(
+            atoms_A=fit.positions_A, elements=np.asarray(fit.elements).astype(str),
+            site_found=np.asarray(fit.site_found, bool), displacement_A=fit.displacement_A,
+        )  # fmt: skip
+        save_analysis(self.path, resolution_A=res.resolution_A, overwrite=True, group=group, **atoms)
 
     def add_report(self, name: str, path) -> None:
         self.reports[name] = pathlib.Path(path)

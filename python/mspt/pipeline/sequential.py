@@ -24,16 +24,15 @@ import datetime
 import logging
 import pathlib
 import time
-import warnings
 
 import numpy as np
 
 from .. import __version__
-from .._warning import ReconstructionWarning
 from .fanout import run_jobs, tilt_jobs
 from .joint_stage import joint_stage
 from .outputs import ResultsStore
 from .projections import projection_stack
+from .volume_analysis import analyse_volume
 
 log = logging.getLogger("mspt.pipeline")
 
@@ -170,31 +169,17 @@ def _tomo_stage(config, series, store: ResultsStore, out_dir, projections, pixel
 
 
 def _analysis_stage(config, store: ResultsStore, out_dir: pathlib.Path, tomo_result):
-    from ..analysis import LatticeMismatchError, fit_lattice, load_structure, resolution, save_resolution_report
+    from ..analysis import save_resolution_report
     from ..analysis.atom_report import save_atom_report
 
     started = time.perf_counter()
-    summary: dict = {}
     volume, voxel = tomo_result.volume, tomo_result.voxel_size_A
-    res = resolution(volume, voxel)
-    summary["resolution_A"] = tuple(float(r) for r in res.resolution_A)
+    res, fit, summary = analyse_volume(config, volume, voxel, "analysis")
     store.add_report("resolution", save_resolution_report(res, out_dir / "report_resolution.png"))
-    fit = None
-    if config.input.structure:
-        try:
-            fit = fit_lattice(volume, voxel, load_structure(config.input.structure), config=config.analysis)
-        except LatticeMismatchError as err:
-            # The volume is kept and reported; a structure that does not register is a finding, not a crash.
-            log.warning("analysis: no atom fit: %s", err)
-            warnings.warn(ReconstructionWarning("atom_fit_failed", str(err)), stacklevel=2)
-            summary["atom_fit_error"] = str(err)
-        else:
-            summary["found_fraction"] = float(np.mean(fit.site_found))
-            store.add_report("atoms", save_atom_report(fit, volume, voxel, out_dir / "report_atoms.png"))
-            store.export_atoms(fit)
+    if fit is not None:
+        store.add_report("atoms", save_atom_report(fit, volume, voxel, out_dir / "report_atoms.png"))
+        store.export_atoms(fit)
     store.add_analysis(res, fit)
-    log.info("analysis: resolution (z, y, x) = %s A; %s", summary["resolution_A"],
-             f"{100 * summary['found_fraction']:.1f} % of sites found" if fit is not None else "no structure given")  # fmt: skip
     return summary, time.perf_counter() - started
 
 
