@@ -90,6 +90,43 @@ def test_forward_vjp_over_fft_floor(benchmark, report, n, s, m):
     )
 
 
+LOSS_ONLY_CASES = [(64, 5, 1), (128, 5, 1), (128, 10, 4)]
+
+
+@pytest.mark.parametrize("n,s,m", LOSS_ONLY_CASES, ids=[f"{n}px-{s}slices-{m}modes" for n, s, m in LOSS_ONLY_CASES])
+def test_loss_only_over_forward_and_full_gradient(benchmark, report, n, s, m):
+    """The likelihood without a gradient (``wrt=()``: a position search's or a validation set's loss) against
+    the forward pass alone and against the fused loss and full gradient, timed alternately in one run. The
+    loss-only call runs the forward pass and the likelihood, so its ratio to the forward pass should be near
+    1 and its ratio to the full gradient near the forward pass's share of it."""
+    rng = np.random.default_rng(3)
+    probe, slices, positions, data = make_case(n, s, m, rng)
+    b = len(positions)
+    intensities = np.empty(data.shape, np.float32)
+    calls = {
+        "forward": lambda: ops.multislice_forward(slices, probe, positions, 2.0, out=intensities),
+        "loss_only": lambda: ops.multislice_loss_grad(data, slices, probe, positions, 2.0, wrt=()),
+        "full": lambda: ops.multislice_loss_grad(data, slices, probe, positions, 2.0),
+    }
+    for fn in calls.values():  # plans FFTW, allocates the engine's buffers, warms caches and clocks
+        fn()
+    times = {name: [] for name in calls}
+    for _ in range(5):
+        for name, fn in calls.items():
+            times[name].append(best_of(fn, 1))
+    best = {name: min(t) for name, t in times.items()}
+    figures = dict(
+        loss_only_over_forward=best["loss_only"] / best["forward"],
+        loss_only_over_full=best["loss_only"] / best["full"],
+        us_per_position_loss_only=1e6 * best["loss_only"] / b,
+        us_per_position_forward=1e6 * best["forward"] / b,
+        us_per_position_full=1e6 * best["full"] / b,
+    )
+    benchmark.extra_info.update(positions=b, threads=THREADS, **figures)
+    benchmark.pedantic(calls["loss_only"], rounds=2, iterations=1)
+    report(f"loss only {n}px S={s} M={m}", **figures)
+
+
 @pytest.mark.parametrize("n,s,m", [(128, 5, 1), (128, 10, 4)], ids=["128px-5slices-1mode", "128px-10slices-4modes"])
 def test_scaling_across_cores(benchmark, report, n, s, m):
     """Speed-up of the engine from 1 thread to all cores on the same batch."""

@@ -151,12 +151,14 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
   const int64_t obj_plane = a.obj_h * a.obj_w;
   const size_t object_count = size_t(S) * size_t(obj_plane);
   const float inv_n = float(1.0 / double(n));
-  const bool grad = a.source != GradientSource::kNone;
   const bool likelihood = a.source == GradientSource::kLikelihood;
-  const bool want_slices = grad && a.grad_slices != nullptr;
-  const bool want_probe = grad && a.grad_probe != nullptr;
-  const bool want_positions = grad && a.grad_positions != nullptr;
-  const bool want_tilt = grad && a.grad_tilt != nullptr;
+  // A likelihood call that asks for no gradient stops after the loss (no backward pass, one wave buffer).
+  const bool backward = a.runs_backward();
+  const bool need_dldi = backward || likelihood;
+  const bool want_slices = backward && a.grad_slices != nullptr;
+  const bool want_probe = backward && a.grad_probe != nullptr;
+  const bool want_positions = backward && a.grad_positions != nullptr;
+  const bool want_tilt = backward && a.grad_tilt != nullptr;
 
   // ---- inputs and per-call constants ----
   cplx<float>* slices = d.slices.ensure(object_count);
@@ -190,18 +192,18 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     zero(tilt, size_t(2 * B), st);
   }
   if (want_positions) grad_positions = d.grad_positions.ensure(size_t(2 * B));
-  if (grad) loss = d.loss.ensure(size_t(B));
+  if (need_dldi) loss = d.loss.ensure(size_t(B));
 
   // ---- chunk size and buffers ----
   int64_t P = 0;
   if (B > 0) {
     const size_t plane_set = size_t(M) * n * sizeof(cplx<float>);  // one [M, n] stack
-    const size_t wave_sets = grad ? size_t(S) : 1;
+    const size_t wave_sets = backward ? size_t(S) : 1;
     const size_t spectrum_sets = want_tilt ? size_t(S - 1) : 0;
-    const size_t grad_sets = grad ? 1 : 0;
+    const size_t grad_sets = backward ? 1 : 0;
     // waves, spectra, far, work, grad, and about one more for cuFFT's work area
     size_t per_position = plane_set * (wave_sets + spectrum_sets + 2 + grad_sets + 1);
-    per_position += size_t(n) * sizeof(float) * (1 + (a.intensities ? 1 : 0) + (grad ? 2 : 0));
+    per_position += size_t(n) * sizeof(float) * (1 + (a.intensities ? 1 : 0) + (need_dldi ? 2 : 0));
     per_position += size_t(ny + nx) * sizeof(cplx<float>) + 2 * sizeof(int64_t);
     size_t free_bytes = 0, total_bytes = 0;
     MSPT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -210,15 +212,15 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     P = std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(kMaxChunk, B), fit));
   }
   const size_t stride = size_t(P) * M * n;  // elements of one [P, M, n] stack
-  cplx<float>* waves = d.waves.ensure((grad ? size_t(S) : 1) * stride);
+  cplx<float>* waves = d.waves.ensure((backward ? size_t(S) : 1) * stride);
   cplx<float>* spectra = want_tilt ? d.spectra.ensure(size_t(S - 1) * stride) : nullptr;
   cplx<float>* far = d.far.ensure(stride);
   cplx<float>* work = d.work.ensure(stride);
-  cplx<float>* gradw = grad ? d.grad.ensure(stride) : nullptr;
+  cplx<float>* gradw = backward ? d.grad.ensure(stride) : nullptr;
   float* intensity = d.intensity.ensure(size_t(P) * n);
   float* shifted = a.intensities != nullptr ? d.shifted.ensure(size_t(P) * n) : nullptr;
-  float* given = grad ? d.given.ensure(size_t(P) * n) : nullptr;
-  float* dldi = grad ? d.dldi.ensure(size_t(P) * n) : nullptr;
+  float* given = need_dldi ? d.given.ensure(size_t(P) * n) : nullptr;
+  float* dldi = need_dldi ? d.dldi.ensure(size_t(P) * n) : nullptr;
   cplx<float>* ramp_y = d.ramp_y.ensure(size_t(P) * ny);
   cplx<float>* ramp_x = d.ramp_x.ensure(size_t(P) * nx);
   int64_t* window = d.window.ensure(size_t(2 * P));
@@ -226,8 +228,8 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     fft.reserve(P * M);
     if (B % P != 0) fft.reserve((B % P) * M);
   }
-  // In forward-only runs one wave buffer is reused slice after slice.
-  auto wave_at = [&](int s) { return grad ? waves + size_t(s) * stride : waves; };
+  // Without a backward pass one wave buffer is reused slice after slice.
+  auto wave_at = [&](int s) { return backward ? waves + size_t(s) * stride : waves; };
   // Spectrum entering slice s, s in [1, S).
   auto spectrum_at = [&](int s) { return spectra + size_t(s - 1) * stride; };
   const float* given_host = likelihood ? a.data : a.grad_intensities;
@@ -261,13 +263,14 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
       }
     }
     if (a.intensities != nullptr) copy_to_host(a.intensities + size_t(first) * n, shifted, size_t(count) * n, st);
-    if (!grad) continue;
+    if (!need_dldi) continue;
 
     // ---- dL/dI, unshifted ----
     copy_to_device(given, given_host + size_t(first) * n, size_t(count) * n, st);
     dldi_kernel<<<blocks_p, kThreads, 0, st>>>(intensity, given, far_band, likelihood, a.likelihood, a.eps, ny, nx,
                                                dldi, loss + first);
     MSPT_CUDA_CHECK_LAUNCH("dldi_kernel");
+    if (!backward) continue;
 
     // ---- backward ----
     farfield_backward_kernel<<<grid_k, kThreads, 0, st>>>(far, dldi, far_band, M, n, K, inv_n, work);
@@ -303,7 +306,7 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     }
   }
 
-  if (!grad) {
+  if (!need_dldi) {
     MSPT_CUDA_CHECK(cudaStreamSynchronize(st));
     return;
   }

@@ -100,6 +100,67 @@ def test_fused_gradient_equals_likelihood_then_vjp(case):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
 
 
+def numpy_likelihood_terms(intensity, data, kind, eps=1e-6):
+    """Per-pixel likelihood (float64, written independently of the engine) and the sum of its terms'
+    magnitudes, which bounds the rounding error of a computation in another precision."""
+    ie, d = intensity.astype(np.float64) + eps, data.astype(np.float64)
+    if kind == "poisson":
+        log_term = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0) / ie), 0.0)
+        return ie - d + log_term, np.abs(ie) + np.abs(d) + np.abs(log_term)
+    sq, sd = np.sqrt(ie), np.sqrt(d)
+    return (sq - sd) ** 2, (sq + sd) ** 2
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "amplitude"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["complex64", "complex128"])
+def test_loss_only_equals_the_loss_of_the_full_gradient_call(case, likelihood, dtype, measured):
+    """wrt=() stops after the forward pass and the likelihood: the forward pass does the same operations on
+    the same values (only where its waves are kept differs) and the likelihood is the same code in the same
+    order, so the loss and the per-position losses equal the full call's bit for bit. Both also match the
+    likelihood of the forward intensities written in numpy, to the rounding of the engine's precision."""
+    s, p = case["slices"].astype(dtype), (case["probe"] * math.sqrt(2e3)).astype(dtype)
+    args = (case["data"], s, p, case["positions"], DZ, ENERGY, SAMPLING)
+    kw = dict(likelihood=likelihood, tilt_mrad=case["tilt"])
+    full = ops.multislice_loss_grad(*args, **kw)
+    only = ops.multislice_loss_grad(*args, wrt=(), **kw)
+    assert only.slices is None and only.probe is None and only.positions_px is None and only.tilt_mrad is None
+    assert only.loss == full.loss
+    np.testing.assert_array_equal(only.loss_per_position, full.loss_per_position)
+
+    intensity = ops.multislice_forward(*args[1:], tilt_mrad=case["tilt"])
+    k2 = (np.fft.fftshift(np.fft.fftfreq(p.shape[1], SAMPLING[0]))[:, None] ** 2
+          + np.fft.fftshift(np.fft.fftfreq(p.shape[2], SAMPLING[1]))[None] ** 2)  # fmt: skip
+    band = k2 < ops.bandlimit_cutoff_invA(SAMPLING) ** 2
+    terms, magnitude = numpy_likelihood_terms(intensity, case["data"].astype(intensity.dtype), likelihood)
+    expected = (terms * band).sum(axis=(1, 2))
+    # A few roundings of each term in the engine's precision, summed in double.
+    unit = np.finfo(intensity.dtype).eps
+    bound = 8 * unit * (magnitude * band).sum(axis=(1, 2))
+    error = np.abs(only.loss_per_position - expected)
+    measured(f"loss only {likelihood} {np.dtype(dtype).name} M={p.shape[0]}", "max error / rounding bound",
+             float((error / bound).max()), 1.0)  # fmt: skip
+    assert np.all(error <= bound), (error, bound)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("likelihood", ["poisson", "amplitude"])
+def test_loss_only_on_the_gpu_equals_the_full_gradient_calls_loss(case, likelihood):
+    """The CUDA backend's loss-only path (one wave buffer, no backward pass) against its full gradient call:
+    the same kernels on the same values, so the same losses to float32 rounding (the per-position sums are
+    the same tree reductions; only the buffers the waves pass through differ)."""
+    from mspt import _backend
+
+    if not _backend.cuda_available():
+        pytest.skip("no usable CUDA backend")
+    s, p = case["slices"].astype(np.complex64), (case["probe"] * math.sqrt(2e3)).astype(np.complex64)
+    args = (case["data"], s, p, case["positions"], DZ, ENERGY, SAMPLING)
+    kw = dict(likelihood=likelihood, tilt_mrad=case["tilt"], device="cuda")
+    full = ops.multislice_loss_grad(*args, **kw)
+    only = ops.multislice_loss_grad(*args, wrt=(), **kw)
+    np.testing.assert_allclose(only.loss_per_position, full.loss_per_position, rtol=1e-6)
+    assert only.loss == pytest.approx(full.loss, rel=1e-6)
+
+
 def test_single_precision_matches_double(case):
     s64, p64 = case["slices"], case["probe"]
     args = (case["positions"], DZ, ENERGY, SAMPLING)

@@ -85,9 +85,16 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
 
 template <class T>
 size_t MultisliceCpu<T>::scratch_bytes() const {
-  size_t per_thread = (2 * size_t(n_slices_) * modes_ + modes_ + 4) * plane_ * sizeof(cplx<T>) + 2 * plane_ * sizeof(T);
-  return threads_ * per_thread + (2 * size_t(modes_) + 1) * plane_ * sizeof(cplx<T>) + patch_grads_.size() * sizeof(cplx<T>) +
-         probe_grads_.size() * sizeof(cplx<T>);
+  // Summed over the plane buffers themselves (the per-row tables are negligible), so that a memory model
+  // can be checked against what is allocated.
+  auto bytes = [](const auto& buffer) { return buffer.size() * sizeof(*buffer.data()); };
+  size_t total = bytes(probe_spectra_) + bytes(probe_acc_) + bytes(propagator_) + bytes(patch_grads_) +
+                 bytes(probe_grads_);
+  for (const ThreadScratch& sc : scratch_) {
+    total += bytes(sc.waves) + bytes(sc.spectra) + bytes(sc.far) + bytes(sc.work) + bytes(sc.grad) + bytes(sc.tmp) +
+             bytes(sc.band) + bytes(sc.intensity) + bytes(sc.dldi);
+  }
+  return total;
 }
 
 template <class T>
@@ -170,7 +177,7 @@ typename MultisliceCpu<T>::PositionState MultisliceCpu<T>::position_state(const 
   }
   // The backward pass needs the wave entering every slice, the tilt derivative also the propagated
   // spectra; what is not needed is not kept, so the forward pass stays in cache.
-  const bool keep_waves = a.source != GradientSource::kNone;
+  const bool keep_waves = a.runs_backward();
   const bool keep_spectra = keep_waves && a.grad_tilt != nullptr;
   return PositionState{sc.waves.data(),
                        keep_waves ? size_t(M) * plane : 0,
@@ -191,7 +198,28 @@ void MultisliceCpu<T>::process_position(const MultisliceArgs<T>& a, int64_t b, i
   // A vector-Jacobian product with a recorded tape starts from the tape's forward state.
   const bool replay = a.tape != nullptr && a.source != GradientSource::kNone;
   if (!replay) forward_position(a, b, win, st, sc);
-  if (a.source != GradientSource::kNone) backward_position(a, b, slot, win, st, sc);
+  if (a.runs_backward()) {
+    backward_position(a, b, slot, win, st, sc);
+  } else if (a.source == GradientSource::kLikelihood) {
+    loss_position(a, b, sc);  // loss only: no gradient asked, no backward pass
+  }
+}
+
+template <class T>
+void MultisliceCpu<T>::loss_position(const MultisliceArgs<T>& a, int64_t b, ThreadScratch& sc) {
+  const size_t n = n_;
+  // Given (kGiven), or from the counts (kLikelihood), which pass through sc.dldi unshifted first.
+  const T* given = (a.source == GradientSource::kGiven ? a.grad_intensities : a.data) + size_t(b) * n;
+  shift_copy(given, sc.dldi.data(), ny_, nx_, true);
+  double loss = 0;
+  if (a.source == GradientSource::kLikelihood) {
+    for (size_t i = 0; i < n; ++i) {
+      T g = T(0);  // pixels the band-limited model cannot reach carry no information
+      if (far_band_[i]) loss += likelihood_element(a.likelihood, sc.intensity[i], sc.dldi[i], a.eps, &g);
+      sc.dldi[i] = g;
+    }
+  }
+  loss_terms_[b] = loss;
 }
 
 template <class T>
@@ -248,18 +276,7 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
   const int64_t obj_plane = a.obj_h * a.obj_w;
 
   // ---- dL/dI at this position, unshifted ----
-  // Given (kGiven), or from the counts (kLikelihood), which pass through sc.dldi unshifted first.
-  const T* given = (a.source == GradientSource::kGiven ? a.grad_intensities : a.data) + size_t(b) * n;
-  shift_copy(given, sc.dldi.data(), ny, nx, true);
-  double loss = 0;
-  if (a.source == GradientSource::kLikelihood) {
-    for (size_t i = 0; i < n; ++i) {
-      T g = T(0);  // pixels the band-limited model cannot reach carry no information
-      if (far_band_[i]) loss += likelihood_element(a.likelihood, sc.intensity[i], sc.dldi[i], a.eps, &g);
-      sc.dldi[i] = g;
-    }
-  }
-  loss_terms_[b] = loss;
+  loss_position(a, b, sc);
 
   // ---- backward ----
   // Derivatives w.r.t. tilt and position are sums over bins weighted by ky or kx. They accumulate per
@@ -400,7 +417,7 @@ template <class T>
 void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
   validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
   validate_windows(a.positions, a.batch, ny_, nx_, a.obj_h, a.obj_w);
-  const bool grad = a.source != GradientSource::kNone;
+  const bool backward = a.runs_backward();
   if (a.tape != nullptr) {
     if (a.source == GradientSource::kNone) {
       a.tape->start_recording(a);
@@ -411,11 +428,11 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
     }
   }
   prepare(a);
-  if (grad && a.grad_slices != nullptr) {
+  if (backward && a.grad_slices != nullptr) {
     if (patch_grads_.size() == 0) patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
     std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
   }
-  if (grad && a.grad_probe != nullptr) {
+  if (backward && a.grad_probe != nullptr) {
     if (probe_grads_.size() == 0) probe_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * modes_ * plane_);
     probe_acc_.zero();
   }
@@ -437,21 +454,18 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
         process_position(a, first + c, int(c), scratch_[omp_get_thread_num()]);
       }
     }
-    if (grad) scatter_chunk(a, first, count);
+    if (backward) scatter_chunk(a, first, count);
   }
 
-  if (!grad) {
-    if (a.tape != nullptr) a.tape->finish_recording();
-    return;
-  }
-  if (a.grad_probe != nullptr) {
+  if (a.tape != nullptr && a.source == GradientSource::kNone) a.tape->finish_recording();
+  if (backward && a.grad_probe != nullptr) {
     ThreadScratch& sc = scratch_[0];
     for (int m = 0; m < modes_; ++m) {
       fft_->backward(probe_acc_.data() + size_t(m) * plane_, sc.work.data());
       std::memcpy(static_cast<void*>(a.grad_probe + size_t(m) * n_), sc.work.data(), n_ * sizeof(cplx<T>));
     }
   }
-  if (a.grad_tilt != nullptr) {
+  if (backward && a.grad_tilt != nullptr) {
     double ty = 0, tx = 0;
     for (int64_t b = 0; b < a.batch; ++b) {
       ty += tilt_terms_[2 * b];

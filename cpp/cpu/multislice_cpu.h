@@ -4,6 +4,9 @@
 // Results do not depend on the number of threads: every per-position contribution (object patch, probe
 // spectrum, position and tilt derivatives, loss) is stored per position and summed in position order.
 //
+// A likelihood call that asks for no gradient (a loss-only evaluation) stops after the forward pass and the
+// likelihood, keeping no per-slice waves; its loss equals a gradient call's bit for bit.
+//
 // A vector-Jacobian product can start from the state its forward run recorded in a tape
 // (cpu/multislice_tape.h) instead of running the forward pass again. Spectra that the propagator's band
 // limit confines to a band of rows are transformed by BandFft2 (cpu/fft_cpu.h), which skips the other rows.
@@ -31,7 +34,8 @@ class MultisliceCpu {
   void run(const MultisliceArgs<T>& args);
 
   int threads() const { return threads_; }
-  // Bytes held by this plan's buffers (for memory reports).
+  // Bytes held by this plan's plane buffers (for memory reports): per thread, per call and, once a
+  // gradient w.r.t. the slices or the probe has been asked for, per chunk of positions.
   size_t scratch_bytes() const;
 
  private:
@@ -69,6 +73,8 @@ class MultisliceCpu {
   void process_position(const MultisliceArgs<T>& args, int64_t b, int slot, ThreadScratch& sc);
   void forward_position(const MultisliceArgs<T>& args, int64_t b, const ProbeWindow& win, const PositionState& st,
                         ThreadScratch& sc);
+  // dL/dI of position b into sc.dldi (unshifted) and its loss into loss_terms_ (kLikelihood).
+  void loss_position(const MultisliceArgs<T>& a, int64_t b, ThreadScratch& sc);
   void backward_position(const MultisliceArgs<T>& args, int64_t b, int slot, const ProbeWindow& win,
                          const PositionState& st, ThreadScratch& sc);
   void scatter_chunk(const MultisliceArgs<T>& args, int64_t first, int64_t count);

@@ -54,6 +54,13 @@ struct MultisliceArgs {
   // Optional (CPU backend): a forward run (kNone) records its state here; a vector-Jacobian product
   // (kGiven) replays it instead of running the forward pass again.
   MultisliceTape<T>* tape = nullptr;
+
+  // Whether any gradient output is requested.
+  bool wants_gradient() const {
+    return grad_slices != nullptr || grad_probe != nullptr || grad_positions != nullptr || grad_tilt != nullptr;
+  }
+  // Whether the backward pass runs: a likelihood call that asks for no gradient stops after the loss.
+  bool runs_backward() const { return source != GradientSource::kNone && wants_gradient(); }
 };
 
 }  // namespace mspt

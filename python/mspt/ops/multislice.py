@@ -414,8 +414,10 @@ def multislice_loss_grad(
     ``likelihood="poisson"`` sums the Poisson deviance ``I - d + d log(d / I)``; ``"amplitude"`` sums
     ``(sqrt(I) - sqrt(d))^2``. With ``bandlimit=True`` detector pixels outside the band limit, which the
     model cannot reach, are left out. ``check_data=False`` skips the check that the counts are finite and
-    non-negative (for callers that checked them once already). Returns :class:`MultisliceGrads` with
-    ``loss`` and ``loss_per_position`` set."""
+    non-negative (for callers that checked them once already). ``wrt=()`` computes the loss alone: the
+    engine stops after the forward pass and the likelihood (no backward pass, no per-slice waves kept), in
+    about the time of :func:`multislice_forward`, and its loss equals a gradient call's bit for bit.
+    Returns :class:`MultisliceGrads` with ``loss`` and ``loss_per_position`` set."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {tuple(LIKELIHOODS)}, got {likelihood!r}")
     call = _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, device, threads)

@@ -10,8 +10,9 @@ bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of c
   is applied in place); the patterns when held in memory, else one batch read from the file (scan.py reads
   a raster file one scan row at a time: the row and its selection, written into the float32 batch).
 * CPU engine (cpp/cpu/multislice_cpu.*): per thread the waves entering each slice (S x M planes) and, with
-  tilt refinement, the propagated spectra (S x M), M far-field planes and 5 work planes; per chunk of
-  max(16, 4 x threads) positions the object-gradient windows (S planes each) and probe-gradient spectra.
+  tilt refinement, the propagated spectra (S x M), M far-field planes, 4 complex work planes (one of them
+  the band-limited transforms') and 2 float ones; per chunk of positions (:func:`cpu_chunk_positions`) the
+  object-gradient windows (S planes each) and probe-gradient spectra.
 * CUDA engine (cuda/multislice_cuda.*): the object and its gradient, the probe, its spectrum and gradient,
   and per chunk of P = min(256, positions per call, what 70 % of the free memory holds) positions the waves
   of every slice, far field, work and gradient stacks (M planes each), four float planes, and a cuFFT work
@@ -62,6 +63,12 @@ RUNTIME_BYTES = 3 * 2**20
 # and 64 MiB): the plan counts twice the largest block freed and allocated again each iteration (measured:
 # 1.7 to 2.1 times in tests/test_ptycho_memory.py where those blocks dominate).
 ALLOCATOR_RETENTION_CAP = 64 * 2**20
+# The CPU engine's chunk rule (cpp/cpu/multislice_cpu.cpp): a chunk's object-gradient windows fit this many
+# bytes (a share of a last-level cache), within the bounds that keep every thread busy.
+CPU_CHUNK_CACHE_BYTES = 4 * 2**20
+# Complex work planes per CPU thread besides the waves, spectra and far fields: the transform's work plane,
+# the gradient, a temporary and the band-limited transforms' work plane.
+CPU_WORK_PLANES = 4
 COMPLEX64 = 8
 FLOAT32 = 4
 # Components that may or may not be resident at the peak: the low end of a plan leaves them out.
@@ -202,6 +209,15 @@ def native_threads(config: PtychoConfig) -> int:
     return int(core.build_info()["openmp_threads"])
 
 
+def cpu_chunk_positions(threads: int, n_slices: int, plane_bytes: int) -> int:
+    """Positions per chunk of the CPU engine (its constructor's rule): enough for every thread to take
+    several, ``max(16, 4 t)``, cut to what keeps the chunk's object-gradient windows (``n_slices`` planes of
+    ``plane_bytes`` each per position) within :data:`CPU_CHUNK_CACHE_BYTES`, but at least ``2 t``."""
+    balanced = max(16, 4 * threads)
+    cache_fit = CPU_CHUNK_CACHE_BYTES // (n_slices * plane_bytes)
+    return max(2 * threads, min(balanced, cache_fit))
+
+
 # -- geometry ----------------------------------------------------------------------------------------------
 def object_shape(scan: PtychoScan, config: PtychoConfig) -> tuple[int, int, int]:
     """(S, H, W) of the object stack the engine allocates: the scanned positions, half a window and
@@ -288,13 +304,15 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
         # resident depends on where the allocator places them (reused heap pages are). The propagated spectra
         # (S x M planes per thread) are written only for the tilt gradient.
         spectra = S * M
-        wave_planes = S * M + M + 3 + (spectra if z.tilt else 0)
+        wave_planes = S * M + M + CPU_WORK_PLANES + (spectra if z.tilt else 0)
+        float_planes = 2 * (plane // COMPLEX64) * FLOAT32  # the intensity and dL/dI, float32
         comps.append(MemoryComponent(
-            "engine work buffers", "host", t * (wave_planes * plane + plane), f"{t} threads x ({wave_planes} planes)"))
+            "engine work buffers", "host", t * (wave_planes * plane + float_planes),
+            f"{t} threads x ({wave_planes} planes + 2 float planes)"))
         if not z.tilt:
             comps.append(MemoryComponent(
                 UNWRITTEN, "host", t * spectra * plane, f"{t} threads x {spectra} planes for the tilt gradient"))
-        chunk = max(16, 4 * t)
+        chunk = cpu_chunk_positions(t, S, plane)
         per_chunk = chunk * (S + (M if z.refine_probe else 0)) * plane
         comps.append(MemoryComponent(
             "engine chunk buffers", "host", per_chunk + (2 * M + 1) * plane, f"gradient windows of {chunk} positions"))
