@@ -47,8 +47,8 @@ def save_joint_report(start: np.ndarray, result: JointResult, voxel_size_A: floa
         held.plot(steps, result.validation_loss, "r--", label="held-out positions")
         held.axvline(result.best_block, color="r", lw=0.8)
         held.set_ylabel("held-out loss (summed)", color="r")
-        held.legend(fontsize=8, loc="upper center")
-    ax.legend(fontsize=8)
+        held.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"loss; {result.passes:.1f} passes over the data; returned: block {result.best_block} "
                  f"({result.stop_reason})", fontsize=9)  # fmt: skip
     fig.suptitle(f"Joint refinement (potential in V, grey scale 0 to {hi:.0f} V; {d:.3f} A voxels)")
