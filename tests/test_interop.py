@@ -1,4 +1,4 @@
-"""Array interop of mspt.ops: PyTorch tensors (and any DLPack producer) in, the same kind out; CPU arrays of
+"""Array interop of mspt.ops: PyTorch tensors, JAX arrays (and any DLPack producer) in, the same kind out; CPU arrays of
 the right dtype reach the native core in place (checked by data pointers); results equal the NumPy call
 bit for bit; bad devices, dtypes and layouts are ValueErrors naming the argument. GPU tests (torch CUDA
 tensors, CuPy) skip without a usable GPU."""
@@ -229,3 +229,39 @@ def test_cupy_arrays_come_back_as_cupy_equal_to_the_cpu():
     assert isinstance(got, cupy.ndarray)
     reference = ops.multislice_forward(SLICES, PROBE, POSITIONS, DZ, ENERGY, SAMPLING)
     assert np.linalg.norm(cupy.asnumpy(got) - reference) / np.linalg.norm(reference) < 1e-4
+
+
+def _jax_x64():
+    """JAX with 64-bit arrays (positions are float64), whichever spelling this JAX version has."""
+    jax = pytest.importorskip("jax")
+    if hasattr(jax, "enable_x64"):
+        return jax, jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return jax, enable_x64()
+
+
+def test_jax_cpu_arrays_reach_the_native_call_in_place_and_come_back_as_jax(monkeypatch):
+    jax, x64 = _jax_x64()
+    spy = EngineSpy(monkeypatch)
+    with x64:
+        slices, probe, positions = (jax.numpy.asarray(a) for a in (SLICES, PROBE, POSITIONS))
+        result = ops.multislice_forward(slices, probe, positions, DZ, ENERGY, SAMPLING)
+    assert spy.seen["slices"] == slices.unsafe_buffer_pointer()
+    assert spy.seen["probe"] == probe.unsafe_buffer_pointer()
+    assert spy.seen["positions"] == positions.unsafe_buffer_pointer()
+    assert isinstance(result, jax.Array) and result.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(result), ops.multislice_forward(SLICES, PROBE, POSITIONS, DZ, ENERGY, SAMPLING))
+
+
+def test_jax_volume_projects_and_back_projects_equal_to_numpy():
+    jax, x64 = _jax_x64()
+    volume = np.random.default_rng(4).random((8, 10, 12), dtype=np.float32)
+    rotation = ops.tilt_series_rotations([-30.0, 10.0])
+    with x64:
+        projections = ops.project(jax.numpy.asarray(volume), jax.numpy.asarray(rotation), None, 0.5)
+        back = ops.backproject(projections, jax.numpy.asarray(rotation), None, 0.5, volume.shape)
+    assert isinstance(projections, jax.Array) and isinstance(back, jax.Array)
+    np.testing.assert_array_equal(np.asarray(projections), ops.project(volume, rotation, None, 0.5))
+    np.testing.assert_array_equal(np.asarray(back), ops.backproject(ops.project(volume, rotation, None, 0.5), rotation,
+                                                                   None, 0.5, volume.shape))  # fmt: skip
