@@ -197,6 +197,14 @@ def test_bad_runs_are_refused_before_any_work_with_the_field_named(tmp_path):
     # A volume that cannot fit: MemoryError with the numbers and what to change.
     with pytest.raises(MemoryError, match="voxel_size_A"):
         _check_tomo_memory((36, 512, 512), 0.1, TomoConfig(volume_shape=(4096, 4096, 4096)))
+    # The joint refinement: 512^3 at 8 L-BFGS pairs is 24 float64 volumes, 25.8 GB; refused on 24 GB.
+    from mspt.joint import JointConfig
+    from mspt.pipeline.joint_stage import check_joint_memory, joint_memory_bytes
+
+    assert joint_memory_bytes((512, 512, 512), JointConfig()) == 24 * 8 * 512**3
+    with pytest.raises(MemoryError, match="memory_vectors"):
+        check_joint_memory((512, 512, 512), JointConfig(), available_bytes=24 * 2**30)
+    check_joint_memory((512, 512, 512), JointConfig(memory_vectors=2), available_bytes=24 * 2**30)
 
 
 def test_joint_stage_resumes_a_finished_run_from_the_cli(finished_run, tmp_path):

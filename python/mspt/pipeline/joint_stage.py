@@ -25,13 +25,27 @@ def joint_memory_bytes(volume_shape, config) -> int:
     return (2 * config.memory_vectors + 8) * 8 * int(np.prod(volume_shape))
 
 
+def check_joint_memory(volume_shape, config, available_bytes: int | None = None) -> None:
+    """MemoryError, with the numbers and what to change, when the refinement needs more than 80 % of the
+    available memory (by default what this machine has free)."""
+    from ..ptycho.memory import available_ram_bytes
+
+    need = joint_memory_bytes(volume_shape, config)
+    have = available_ram_bytes() if available_bytes is None else available_bytes
+    log.info("joint: volume %s needs about %.2f GB of the %.2f GB available", tuple(volume_shape), need / 1e9, have / 1e9)
+    if need > 0.8 * have:
+        raise MemoryError(
+            f"joint: the volume {tuple(volume_shape)} and its optimiser need about {need / 1e9:.1f} GB, more than "
+            f"80 % of the {have / 1e9:.1f} GB available; set [joint] voxel_size_A larger or memory_vectors smaller"
+        )
+
+
 def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
     """Run (or, on resume, read back) the joint refinement; returns (summary, seconds). The stage is resumable
     as a whole: an interrupted joint stage runs again from the sequential result (no checkpoints inside)."""
     from ..io import export_volume
     from ..joint import build_start, refine
     from ..joint.results_file import save_joint_result
-    from ..ptycho.memory import available_ram_bytes
     from ..joint.report import save_joint_report
 
     if store.has("joint/analysis"):
@@ -43,14 +57,7 @@ def joint_stage(config, series, store, out_dir, tomo_result, progress: bool):
         slice_thickness_A=cfg.slice_thickness_A, likelihood=cfg.likelihood, batch_size=cfg.batch_size,
         device=config.run.device, threads=config.run.threads,
     )  # fmt: skip
-    need, have = joint_memory_bytes(start.shape, cfg), available_ram_bytes()
-    log.info("joint: volume %s at %.3f A, needs about %.2f GB of the %.2f GB available", start.shape,
-             model.voxel_size_A, need / 1e9, have / 1e9)  # fmt: skip
-    if need > 0.8 * have:
-        raise MemoryError(
-            f"joint: the volume {start.shape} and its optimiser need about {need / 1e9:.1f} GB, more than 80 % of "
-            f"the {have / 1e9:.1f} GB available; set [joint] voxel_size_A larger or memory_vectors smaller"
-        )
+    check_joint_memory(start.shape, cfg)
     result = refine(model, start, tilts, cfg.replace(progress=cfg.progress and config.run.progress and progress))
     save_joint_result(store.path, result, model, overwrite=True)
     store.exports["volume_joint"] = export_volume(out_dir / "volume_joint.mrc", result.volume, model.voxel_size_A,
