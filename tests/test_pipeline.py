@@ -110,13 +110,15 @@ def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(series, measured
     # default planner times candidate algorithms, so two processes may round differently in the last bit;
     # planning by estimate makes every process choose alike, and then resuming must change nothing at all.
     env = dict(os.environ, MSPT_FFTW_PLANNER="estimate")
-    reference_config = pipeline_data.tiny_config(folder, path, folder / "uninterrupted")
+    # Enough iterations that a tilt lasts long enough (about a second) to be caught mid-way and killed.
+    iterations = 40
+    reference_config = pipeline_data.tiny_config(folder, path, folder / "uninterrupted", iterations=iterations)
     done = subprocess.run([sys.executable, "-m", "mspt.cli", "run", str(reference_config), "--quiet"],
                           capture_output=True, text=True, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     reference_results = folder / "uninterrupted" / "results.h5"
     out = folder / "killed"
-    config = pipeline_data.tiny_config(folder, path, out)
+    config = pipeline_data.tiny_config(folder, path, out, iterations=iterations)
     command = [sys.executable, "-m", "mspt.cli", "run", str(config), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     # Kill it hard once the first tilt has landed and the second is under way.
