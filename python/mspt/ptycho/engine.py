@@ -43,6 +43,7 @@ from ..probe import make_probe
 from .config import PtychoConfig
 from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
+from .position_search import FINE_STEP_PX, coarse_step_px, disk_offsets, refine_offsets
 from .scan import PtychoScan
 from .scan_model import N_PARAMETERS, ScanModel
 from .stack import RECENTRE_EVERY, RECENTRE_FROM, recentre, split_slices
@@ -87,6 +88,9 @@ class PtychoEngine:
         self.loss_history: list[float] = list(state["loss_history"])
         self.position_velocity: np.ndarray = state["position_velocity"]  # last position step (momentum)
         self.position_curvature: np.ndarray = state["position_curvature"]  # d^2 L / d(y, x)^2 per position
+        # Where the stuck-position search last left each position (NaN: never searched there; checkpoints
+        # written before this existed have none).
+        self.searched_px: np.ndarray = np.asarray(state.get("searched_px", np.full_like(self.positions_px, np.nan)))
         self.scan_parameters: np.ndarray = np.asarray(state["scan_parameters"], dtype=np.float64)
         self.scan_velocity: np.ndarray = np.asarray(state["scan_velocity"], dtype=np.float64)  # last model step
         # How far (A) re-centring has moved the stack's content downstream (stack.py); the probe's focus moved
@@ -168,7 +172,7 @@ class PtychoEngine:
             nominal_positions_px=self.nominal_positions_px, object_origin_A=self.object_origin_A,
             tilt_mrad=self.tilt_mrad, iteration=self.iteration, loss_history=np.array(self.loss_history),
             position_velocity=self.position_velocity, position_curvature=self.position_curvature,
-            scan_parameters=self.scan_parameters, scan_velocity=self.scan_velocity, mean_counts=self.mean_counts,
+            searched_px=self.searched_px, scan_parameters=self.scan_parameters, scan_velocity=self.scan_velocity, mean_counts=self.mean_counts,
             stack_shift_A=self.stack_shift_A,
             warnings=np.bytes_(json.dumps(self.diagnostics.records).encode()),  # JSON [[code, message], ...]
             rng_state=self.rng.bit_generator.state, validation_indices=self.validation,
@@ -373,32 +377,46 @@ class PtychoEngine:
 
     def _search_stuck_positions(self):
         """A position far from its truth sits in a local minimum of its pattern's loss that the gradient
-        cannot leave, and fits its pattern far worse than the others: search a half-pixel grid over a disk
-        of radius ``position_search_A`` around each such outlier and move it to the best point."""
+        cannot leave, and fits its pattern far worse than the others: search a disk of radius
+        ``position_search_A`` around each such outlier, coarse grid then half-pixel (position_search.py), and
+        move it to the best point. An outlier the search left where it was (it fits badly for another reason:
+        the scan's edge, a defect) is not searched again until it has moved by half a pixel."""
         cfg = self.config
         losses = self.loss_per_position
         median = np.median(losses[self.training])  # the threshold comes from training patterns only
         spread = 1.4826 * np.median(np.abs(losses[self.training] - median)) + 1e-12
-        outliers = np.nonzero(losses > median + OUTLIER_SIGMAS * spread)[0][:MAX_SEARCHES]
+        outliers = np.nonzero(losses > median + OUTLIER_SIGMAS * spread)[0]
+        unmoved = np.linalg.norm(self.positions_px[outliers] - self.searched_px[outliers], axis=1) < FINE_STEP_PX
+        outliers = outliers[~unmoved][:MAX_SEARCHES]  # NaN (never searched) compares False: searched
         radius = cfg.position_search_A / min(self.sampling_A)
-        if radius < 0.5 or len(outliers) == 0:
+        if radius < FINE_STEP_PX or len(outliers) == 0:
             return
-        grid = np.arange(-math.ceil(radius), math.ceil(radius) + 0.25, 0.5)
-        offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
-        offsets = offsets[np.sum(offsets**2, 1) <= radius**2]
-        lo, hi = self._position_bounds()
+        step = coarse_step_px(self.scan.wavelength_A, self.scan.semiangle_mrad, self.sampling_A)
+        coarse, fine = disk_offsets(radius, step), refine_offsets(step)
+        bounds = self._position_bounds()
         for b in outliers:
-            candidates = np.clip(self.positions_px[b] + offsets, lo, hi)
-            pattern = np.broadcast_to(self._read(np.array([b])), (len(candidates), *self.window))
-            fit = ops.multislice_loss_grad(
-                pattern, self.slices, self.probe, candidates, self.slice_thickness_A, self.scan.energy_eV,
-                self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad, wrt=(), device=cfg.device,
-                threads=cfg.threads, check_data=False,
-            )  # fmt: skip
-            best = int(np.argmin(fit.loss_per_position))
-            if fit.loss_per_position[best] < losses[b]:
-                self.positions_px[b] = candidates[best]
+            pattern = self._read(np.array([b]))
+            start = self.positions_px[b].copy()
+            best, best_loss = self._best_candidate(pattern, np.clip(start + coarse, *bounds))
+            if len(fine):
+                best_fine, fine_loss = self._best_candidate(pattern, np.clip(best + fine, *bounds))
+                if fine_loss < best_loss:
+                    best, best_loss = best_fine, fine_loss
+            if best_loss < losses[b]:
+                self.positions_px[b] = best
                 self.position_velocity[b] = 0.0
+            self.searched_px[b] = self.positions_px[b]
+
+    def _best_candidate(self, pattern: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, float]:
+        """The candidate position (pixels) whose model fits ``pattern`` best, and its loss."""
+        cfg = self.config
+        fit = ops.multislice_loss_grad(
+            np.broadcast_to(pattern, (len(candidates), *self.window)), self.slices, self.probe, candidates,
+            self.slice_thickness_A, self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood,
+            tilt_mrad=self.tilt_mrad, wrt=(), device=cfg.device, threads=cfg.threads, check_data=False,
+        )  # fmt: skip
+        best = int(np.argmin(fit.loss_per_position))
+        return candidates[best].copy(), float(fit.loss_per_position[best])
 
     def _curvature_sample(self, sample: int = 32) -> tuple[np.ndarray, np.ndarray]:
         training = self.training

@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from .config import PtychoConfig
+from .position_search import FINE_STEP_PX, coarse_step_px, largest_stage
 from .scan import PtychoScan
 
 # Share of the available RAM / free GPU memory a run may take when its budget is "auto".
@@ -233,15 +234,14 @@ def object_shape(scan: PtychoScan, config: PtychoConfig) -> tuple[int, int, int]
 
 
 def search_candidates(scan: PtychoScan, config: PtychoConfig) -> int:
-    """Positions one stuck-position search evaluates at once (a half-pixel grid over its disk); 0 when
+    """Positions one stage of a stuck-position search evaluates at once (position_search.py); 0 when
     positions are never refined or the search is off."""
     if config.refine_positions_from < 0 or config.position_search_A <= 0:
         return 0
     radius = config.position_search_A / min(scan.sampling_A)
-    if radius < 0.5:
+    if radius < FINE_STEP_PX:
         return 0
-    grid = np.arange(-math.ceil(radius), math.ceil(radius) + 0.25, 0.5)
-    return int(np.count_nonzero(grid[:, None] ** 2 + grid[None, :] ** 2 <= radius**2))
+    return largest_stage(radius, coarse_step_px(scan.wavelength_A, scan.semiangle_mrad, scan.sampling_A))
 
 
 # -- the plan ---------------------------------------------------------------------------------------------
