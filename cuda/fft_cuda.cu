@@ -45,7 +45,6 @@ cufftHandle FftCuda::plan_for(int64_t batch) {
     // Contiguous planes: element (b, y, x) at b * plane + y * nx + x, for input and output.
     MSPT_CUFFT_CHECK(cufftMakePlanMany64(handle, 2, dims, nullptr, 1, plane, nullptr, 1, plane, CUFFT_C2C,
                                          static_cast<long long>(batch), &work_bytes));
-    MSPT_CUFFT_CHECK(cufftSetStream(handle, stream_));
     if (work_bytes > workspace_.capacity()) {
       // The old work area may be in use by queued transforms.
       MSPT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -62,6 +61,8 @@ cufftHandle FftCuda::plan_for(int64_t batch) {
 void FftCuda::exec(const cplx<float>* in, cplx<float>* out, int64_t batch, int direction) {
   if (batch <= 0) return;
   const cufftHandle handle = plan_for(batch);
+  // Bound at every call: the stream may have changed since this plan last ran.
+  MSPT_CUFFT_CHECK(cufftSetStream(handle, stream_));
   // The shared work area may have moved since this plan last ran (none is held while no plan needs one).
   if (workspace_.data() != nullptr) MSPT_CUFFT_CHECK(cufftSetWorkArea(handle, workspace_.data()));
   // cuFFT takes non-const input; C2C transforms do not modify it when out-of-place.

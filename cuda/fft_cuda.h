@@ -4,7 +4,10 @@
 // out); the plans share one work area that this object owns, so plans for a chunk of positions and for
 // the last, shorter chunk do not each hold their own scratch. Transforms are unnormalised in both
 // directions, like FFTW's: forward uses exp(-2 pi i k x / n), backward exp(+2 pi i k x / n).
-// All work is queued on the stream given at construction.
+// All work is queued on the object's current stream: the one given at construction, or another one set
+// for a call (set_stream). Whoever changes the stream orders the new stream after the work queued on the old
+// one (the engines make it wait for an event), since the plans' work area is shared; and the stream that is
+// current when the object is destroyed must still exist (the engines set their own stream back after a call).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,6 +34,10 @@ class FftCuda {
 
   // Makes the plan for `batch` now (and its work area), so that no allocation happens between kernels.
   void reserve(int64_t batch) { plan_for(batch); }
+
+  // Queue the following transforms on `stream` (see the note above on ordering).
+  void set_stream(cudaStream_t stream) { stream_ = stream; }
+  cudaStream_t stream() const { return stream_; }
 
   size_t workspace_bytes() const { return workspace_.bytes(); }
 

@@ -59,16 +59,29 @@ __global__ void prepare_kernel(PropagationParams p, bool bandlimit_farfield, cpl
 //   positions  [B, 2]  (y, x) of all positions; the chunk starts at `first`
 //   window     [P, 2]  (r0, c0)
 //   ramp_y     [P, ny], ramp_x [P, nx]  shift_ramp_1d of the fractional parts
-__global__ void window_kernel(const double* positions, int64_t first, int ny, int nx, int64_t* window,
-                              cplx<float>* ramp_y, cplx<float>* ramp_x) {
+// The host checks the windows before the call where it can read the positions (host arrays, or a caller
+// that asked for synchronous semantics). Where it cannot, this kernel is the guard: a position that is not
+// finite or whose window leaves the H x W object (H >= ny, W >= nx) gets the window at (0, 0), so that no
+// kernel reads or writes outside the object, and NaN ramps, so that every result that depends on it (its
+// pattern, its loss, its gradients, and the object and probe gradients it adds to) is NaN, not quietly wrong.
+__global__ void window_kernel(const double* positions, int64_t first, int ny, int nx, int64_t obj_h, int64_t obj_w,
+                              int64_t* window, cplx<float>* ramp_y, cplx<float>* ramp_x) {
   const int64_t p = blockIdx.x;
-  const ProbeWindow w = probe_window(positions[2 * (first + p)], positions[2 * (first + p) + 1], ny, nx);
+  const double y = positions[2 * (first + p)], x = positions[2 * (first + p) + 1];
+  const bool finite = isfinite(y) && isfinite(x);
+  const ProbeWindow w = probe_window(finite ? y : 0.0, finite ? x : 0.0, ny, nx);
+  // Compared as r0 <= H - ny (not r0 + ny <= H), which no far-away position can overflow.
+  const bool inside = finite && w.r0 >= 0 && w.c0 >= 0 && w.r0 <= obj_h - ny && w.c0 <= obj_w - nx;
   if (threadIdx.x == 0) {
-    window[2 * p] = w.r0;
-    window[2 * p + 1] = w.c0;
+    window[2 * p] = inside ? w.r0 : 0;
+    window[2 * p + 1] = inside ? w.c0 : 0;
   }
-  for (int j = threadIdx.x; j < ny; j += blockDim.x) ramp_y[p * ny + j] = shift_ramp_1d<float>(j, ny, w.frac_y);
-  for (int j = threadIdx.x; j < nx; j += blockDim.x) ramp_x[p * nx + j] = shift_ramp_1d<float>(j, nx, w.frac_x);
+  const float nan = __int_as_float(0x7fc00000);
+  const cplx<float> poison = make_cplx<float>(nan, nan);
+  for (int j = threadIdx.x; j < ny; j += blockDim.x)
+    ramp_y[p * ny + j] = inside ? shift_ramp_1d<float>(j, ny, w.frac_y) : poison;
+  for (int j = threadIdx.x; j < nx; j += blockDim.x)
+    ramp_x[p * nx + j] = inside ? shift_ramp_1d<float>(j, nx, w.frac_x) : poison;
 }
 
 // Spectrum of the shifted probe, scaled by 1/n so that the unnormalised inverse FFT gives the wave.
@@ -280,6 +293,30 @@ __global__ void probe_grad_kernel(const cplx<float>* grad_spec, const cplx<float
       sum = sum + conj_mul(ramp, grad_spec[(p * modes + m) * n + i]);
     }
     acc[m * n + i] = sum;
+  }
+}
+
+// One thread: the call's totals, summed in position order in double as the CPU engine sums them (explicit
+// roundings, so that no multiply-add is fused and the bits match the host sum of the same terms).
+//   tilt_terms  [B, 2] per-position tilt sums before the factor `tilt_scale` (2 pi dz), or null
+//   loss_terms  [B]    per-position losses, or null
+//   grad_tilt   [2]    written when tilt_terms is given;  loss [1] written when loss_terms is given
+__global__ void totals_kernel(const double* tilt_terms, const double* loss_terms, int64_t batch, double tilt_scale,
+                              double* grad_tilt, double* loss) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  if (tilt_terms != nullptr) {
+    double ty = 0.0, tx = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      ty = __dadd_rn(ty, __dmul_rn(tilt_scale, tilt_terms[2 * b]));
+      tx = __dadd_rn(tx, __dmul_rn(tilt_scale, tilt_terms[2 * b + 1]));
+    }
+    grad_tilt[0] = ty;
+    grad_tilt[1] = tx;
+  }
+  if (loss_terms != nullptr) {
+    double total = 0.0;
+    for (int64_t b = 0; b < batch; ++b) total = __dadd_rn(total, loss_terms[b]);
+    *loss = total;
   }
 }
 
