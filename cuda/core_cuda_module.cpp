@@ -1,13 +1,16 @@
 // mspt._core_cuda: the CUDA backend (cuFFT + kernels launching the shared kernel bodies). Built only where
 // a CUDA compiler and cuFFT were found; imports without a GPU or driver (the CUDA runtime is linked
 // statically and talks to the driver only when asked), so `device_count()` can answer 0 instead of the
-// import failing. Compiled by the host compiler: no CUDA header is needed here.
+// import failing. Compiled by the host compiler: no CUDA header is needed here. Every operator has a
+// host-array entry point (NumPy in and out) and a device-memory one (descriptors of the caller's device
+// arrays, the caller's stream), which Python's mspt.ops uses for CUDA arrays.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "bindings/multislice_binding.h"
 #include "device_query.h"
 #include "multislice_cuda.h"
+#include "multislice_device_binding.h"
 #include "projector_binding.h"
 
 namespace py = pybind11;
@@ -15,12 +18,17 @@ using namespace pybind11::literals;
 
 PYBIND11_MODULE(_core_cuda, m) {
   m.doc() = "mspt CUDA backend: multislice operators on cuFFT and the tomographic projector";
-  mspt::bind_multislice<mspt::MultisliceCuda, float>(
+  auto multislice = mspt::bind_multislice<mspt::MultisliceCuda, float>(
       m, "MultisliceCuda32",
-      "Multislice plan on the current CUDA device, single precision. Takes and returns NumPy arrays; device "
+      "Multislice plan on one CUDA device (`device`, default the current one), single precision. `run` takes "
+      "and returns NumPy arrays; `run_device` works on device memory in place, on the caller's stream. Device "
       "buffers are kept and reused across calls. Results match the CPU backend to float32 rounding but are "
       "not bitwise reproducible (the object gradient is accumulated with atomic additions).");
+  mspt::bind_multislice_device(multislice);
   mspt::bind_projector_cuda(m);
+  m.def("current_device", &mspt::cuda_current_device,
+        "The calling thread's current CUDA device as this module's runtime sees it (RuntimeError without a "
+        "driver).");
   m.def("device_count", &mspt::cuda_device_count,
         "Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.");
   m.def("device_status", &mspt::cuda_device_status,

@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 #include <cufft.h>
 
+#include "cuda_check.h"
+
 namespace mspt {
 
 namespace {
@@ -90,6 +92,31 @@ int cufft_version() {
   int version = -1;
   if (cufftGetVersion(&version) != CUFFT_SUCCESS) return -1;
   return version;
+}
+
+int cuda_current_device() {
+  int device = 0;
+  const cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // leave no error behind for later calls
+    cuda_check(status, "cudaGetDevice");
+  }
+  return device;
+}
+
+PointerLocation pointer_location(const void* address) {
+  cudaPointerAttributes attributes;
+  const cudaError_t status = cudaPointerGetAttributes(&attributes, address);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    cuda_check(status, "cudaPointerGetAttributes");
+  }
+  switch (attributes.type) {
+    case cudaMemoryTypeDevice: return PointerLocation{MemoryKind::kDevice, attributes.device};
+    case cudaMemoryTypeManaged: return PointerLocation{MemoryKind::kManaged, attributes.device};
+    case cudaMemoryTypeHost: return PointerLocation{MemoryKind::kPinnedHost, -1};
+    default: return PointerLocation{MemoryKind::kHost, -1};
+  }
 }
 
 }  // namespace mspt

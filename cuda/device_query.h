@@ -29,4 +29,18 @@ int cufft_version();        // -1 when cuFFT cannot tell
 // "13.0" for 13000.
 std::string version_string(int cuda_version);
 
+// The calling thread's current CUDA device (std::runtime_error naming the call when the runtime cannot
+// tell, e.g. without a driver).
+int cuda_current_device();
+
+// What memory an address lies in, for the checks of device-pointer arguments: unregistered host memory,
+// page-locked host memory, device memory or managed memory, and for the last two the device that holds
+// it. std::runtime_error naming the call when the runtime cannot tell (no driver).
+enum class MemoryKind { kHost, kPinnedHost, kDevice, kManaged };
+struct PointerLocation {
+  MemoryKind kind;
+  int device;  // for kDevice and kManaged
+};
+PointerLocation pointer_location(const void* address);
+
 }  // namespace mspt

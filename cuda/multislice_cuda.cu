@@ -10,6 +10,7 @@
 
 #include "cuda_check.h"
 #include "device_buffer.h"
+#include "device_guard.h"
 #include "fft_cuda.h"
 #include "mspt/windows.h"
 #include "multislice_kernels.cuh"
@@ -25,15 +26,9 @@ constexpr int64_t kMaxChunk = 256;
 constexpr double kMemoryShare = 0.7;
 
 template <class T>
-void copy_to_device(T* dst, const T* src, size_t count, cudaStream_t stream) {
+void copy_async(T* dst, const T* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
   if (count == 0) return;
-  MSPT_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyHostToDevice, stream));
-}
-
-template <class T>
-void copy_to_host(T* dst, const T* src, size_t count, cudaStream_t stream) {
-  if (count == 0) return;
-  MSPT_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  MSPT_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(T), kind, stream));
 }
 
 template <class T>
@@ -47,58 +42,152 @@ void zero(T* dst, size_t count, cudaStream_t stream) {
 // Device state of one engine. Buffers grow to the largest call seen and are reused.
 struct MultisliceCuda::Device {
   int device = 0;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;       // the engine's own, for host-array calls
+  cudaEvent_t done = nullptr;          // recorded after each call's work
+  bool has_done = false;               // whether `done` was ever recorded
+  cudaStream_t call_stream = nullptr;  // the stream of the call in progress
   std::unique_ptr<FftCuda> fft;
 
-  // Per call.
-  DeviceBuffer<cplx<float>> slices;       // [S, H, W]
-  DeviceBuffer<cplx<float>> grad_slices;  // [S, H, W]
-  DeviceBuffer<double> positions;         // [B, 2]
-  DeviceBuffer<cplx<float>> probe;        // [M, n] real space
-  DeviceBuffer<cplx<float>> probe_spec;   // [M, n] F(probe)
-  DeviceBuffer<cplx<float>> probe_acc;    // [M, n] summed probe gradient spectra
-  DeviceBuffer<cplx<float>> propagator;   // [n] H / n
-  DeviceBuffer<unsigned char> far_band;   // [n]
-  DeviceBuffer<double> loss;              // [B]
-  DeviceBuffer<double> tilt;              // [B, 2] before the factor 2 pi dz
-  DeviceBuffer<double> grad_positions;    // [B, 2]
+  // Scratch of every call.
+  DeviceBuffer<cplx<float>> probe_spec;  // [M, n] F(probe)
+  DeviceBuffer<cplx<float>> propagator;  // [n] H / n
+  DeviceBuffer<unsigned char> far_band;  // [n]
+  DeviceBuffer<double> tilt;             // [B, 2] before the factor 2 pi dz
+  DeviceBuffer<double> loss;             // [B] per-position losses the caller does not keep
 
-  // Per chunk of P positions.
+  // Scratch per chunk of P positions.
   DeviceBuffer<cplx<float>> waves;    // [S, P, M, n] wave entering each slice ([1, P, M, n] forward only)
   DeviceBuffer<cplx<float>> spectra;  // [S - 1, P, M, n] propagated spectra entering slices 1 .. S-1
   DeviceBuffer<cplx<float>> far;      // [P, M, n] far-field spectra
   DeviceBuffer<cplx<float>> work;     // [P, M, n]
   DeviceBuffer<cplx<float>> grad;     // [P, M, n]
   DeviceBuffer<float> intensity;      // [P, n] unshifted
-  DeviceBuffer<float> shifted;        // [P, n] intensities as returned
-  DeviceBuffer<float> given;          // [P, n] dL/dI or counts as given (shifted)
   DeviceBuffer<float> dldi;           // [P, n] unshifted
   DeviceBuffer<cplx<float>> ramp_y;   // [P, ny]
   DeviceBuffer<cplx<float>> ramp_x;   // [P, nx]
   DeviceBuffer<int64_t> window;       // [P, 2]
 
+  // Staging of host-array calls (run): the caller's arrays on the device.
+  DeviceBuffer<cplx<float>> in_slices;       // [S, H, W]
+  DeviceBuffer<cplx<float>> in_probe;        // [M, ny, nx]
+  DeviceBuffer<double> in_positions;         // [B, 2]
+  DeviceBuffer<float> in_given;              // [B, ny, nx] dL/dI or counts
+  DeviceBuffer<float> out_intensities;       // [B, ny, nx]
+  DeviceBuffer<cplx<float>> out_exit_waves;  // [B, M, ny, nx]
+  DeviceBuffer<cplx<float>> out_grad_slices; // [S, H, W]
+  DeviceBuffer<cplx<float>> out_grad_probe;  // [M, ny, nx]
+  DeviceBuffer<double> out_grad_positions;   // [B, 2]
+  DeviceBuffer<double> out_totals;           // [3] dL/d(tan ty, tan tx), loss
+  DeviceBuffer<double> out_loss_per_position;  // [B]
+
+  template <class F>
+  void each_call_buffer(F&& f) {
+    f(probe_spec);
+    f(propagator);
+    f(far_band);
+    f(tilt);
+    f(loss);
+  }
+  template <class F>
+  void each_chunk_buffer(F&& f) {
+    f(waves);
+    f(spectra);
+    f(far);
+    f(work);
+    f(grad);
+    f(intensity);
+    f(dldi);
+    f(ramp_y);
+    f(ramp_x);
+    f(window);
+  }
+  template <class F>
+  void each_staging_buffer(F&& f) {
+    f(in_slices);
+    f(in_probe);
+    f(in_positions);
+    f(in_given);
+    f(out_intensities);
+    f(out_exit_waves);
+    f(out_grad_slices);
+    f(out_grad_probe);
+    f(out_grad_positions);
+    f(out_totals);
+    f(out_loss_per_position);
+  }
+
+  size_t chunk_bytes() {
+    size_t total = 0;
+    each_chunk_buffer([&](const auto& b) { total += b.bytes(); });
+    return total;
+  }
+  size_t held_bytes() {
+    size_t total = chunk_bytes();
+    each_call_buffer([&](const auto& b) { total += b.bytes(); });
+    each_staging_buffer([&](const auto& b) { total += b.bytes(); });
+    return total + (fft ? fft->workspace_bytes() : 0);
+  }
+
+  // At least `count` elements of `buffer`. Growing frees the old memory, which work queued earlier may still
+  // use: the host first waits for the call's stream (which waits for every earlier call, see CallScope).
+  template <class T>
+  T* grow(DeviceBuffer<T>& buffer, size_t count) {
+    if (count > buffer.capacity()) MSPT_CUDA_CHECK(cudaStreamSynchronize(call_stream));
+    return buffer.ensure(count);
+  }
+
   ~Device() {
-    cudaSetDevice(device);
-    fft.reset();  // waits for the stream, then destroys the plans
+    // Torn down on the engine's device, then the caller's current device is restored. Nothing here can
+    // report a failure; the buffers are released explicitly while the device is current.
+    int previous = -1;
+    const bool switched = cudaGetDevice(&previous) == cudaSuccess && previous != device && cudaSetDevice(device) == cudaSuccess;
+    if (has_done) cudaEventSynchronize(done);  // the last call's work, on whichever stream it ran
+    fft.reset();                               // waits for the engine's stream, then destroys the plans
     if (stream != nullptr) {
       cudaStreamSynchronize(stream);
       cudaStreamDestroy(stream);
     }
-    // The buffers are freed after this body, once nothing is queued.
-  }
-
-  size_t call_bytes() const {
-    return slices.bytes() + grad_slices.bytes() + positions.bytes() + probe.bytes() + probe_spec.bytes() +
-           probe_acc.bytes() + propagator.bytes() + far_band.bytes() + loss.bytes() + tilt.bytes() +
-           grad_positions.bytes();
-  }
-  size_t chunk_bytes() const {
-    return waves.bytes() + spectra.bytes() + far.bytes() + work.bytes() + grad.bytes() + intensity.bytes() +
-           shifted.bytes() + given.bytes() + dldi.bytes() + ramp_y.bytes() + ramp_x.bytes() + window.bytes();
+    if (done != nullptr) cudaEventDestroy(done);
+    const auto release = [](auto& b) { b.release(); };
+    each_call_buffer(release);
+    each_chunk_buffer(release);
+    each_staging_buffer(release);
+    if (switched) cudaSetDevice(previous);
   }
 };
 
-MultisliceCuda::MultisliceCuda(int ny, int nx, int n_slices, int modes, int threads)
+// One call on `stream`: the stream first waits for every earlier call's work (buffers are shared), and the
+// FFT plans run on it; at the end (normal or not) the call's work is marked by the engine's event and the
+// FFT goes back to the engine's own stream, which outlives any caller's stream.
+class MultisliceCuda::CallScope {
+ public:
+  CallScope(Device& d, cudaStream_t stream) : d_(d), stream_(stream) {
+    if (d.has_done) MSPT_CUDA_CHECK(cudaStreamWaitEvent(stream, d.done, 0));
+    d.call_stream = stream;
+    d.fft->set_stream(stream);
+  }
+  ~CallScope() {
+    if (cudaEventRecord(d_.done, stream_) == cudaSuccess) {
+      d_.has_done = true;
+    } else {
+      // The call's work cannot be marked: wait for everything on the device instead, so that the next
+      // call cannot meet this one's work in a shared buffer.
+      cudaGetLastError();
+      cudaDeviceSynchronize();
+      d_.has_done = false;
+    }
+    d_.fft->set_stream(d_.stream);
+    d_.call_stream = d_.stream;
+  }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+ private:
+  Device& d_;
+  cudaStream_t stream_;
+};
+
+MultisliceCuda::MultisliceCuda(int ny, int nx, int n_slices, int modes, int threads, int device)
     : ny_(ny), nx_(nx), n_slices_(n_slices), modes_(modes) {
   (void)threads;  // the GPU's parallelism is the grid
   if (ny < 2 || nx < 2) throw std::invalid_argument("probe window must be at least 2x2 pixels");
@@ -106,45 +195,139 @@ MultisliceCuda::MultisliceCuda(int ny, int nx, int n_slices, int modes, int thre
   if (modes < 1) throw std::invalid_argument("modes must be >= 1");
   if (int64_t(ny) * nx > INT_MAX) throw std::invalid_argument("probe window has more than 2^31 pixels");
   dev_.reset(new Device());
-  MSPT_CUDA_CHECK(cudaGetDevice(&dev_->device));
+  if (device < 0) {
+    MSPT_CUDA_CHECK(cudaGetDevice(&device));
+  } else {
+    int count = 0;
+    MSPT_CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (device >= count)
+      throw std::invalid_argument("device: cuda:" + std::to_string(device) + " does not exist (" +
+                                  std::to_string(count) + " CUDA device(s))");
+  }
+  dev_->device = device;
+  DeviceGuard guard(device);
   MSPT_CUDA_CHECK(cudaStreamCreateWithFlags(&dev_->stream, cudaStreamNonBlocking));
+  MSPT_CUDA_CHECK(cudaEventCreateWithFlags(&dev_->done, cudaEventDisableTiming));
+  dev_->call_stream = dev_->stream;
   dev_->fft.reset(new FftCuda(ny, nx, dev_->stream));
 }
 
 MultisliceCuda::~MultisliceCuda() = default;
 
-size_t MultisliceCuda::scratch_bytes() const {
-  return dev_->call_bytes() + dev_->chunk_bytes() + dev_->fft->workspace_bytes();
-}
+int MultisliceCuda::device() const { return dev_->device; }
 
-void MultisliceCuda::run(const MultisliceArgs<float>& a) {
+size_t MultisliceCuda::scratch_bytes() const { return dev_->held_bytes(); }
+
+void MultisliceCuda::validate(const MultisliceArgs<float>& a) const {
   validate_plan_shape(a.prop, a.n_slices, a.modes, ny_, nx_, n_slices_, modes_);
   if (a.tape != nullptr)
     throw std::invalid_argument("tape: the CUDA backend keeps no forward tape (it recomputes the forward pass)");
   const int source = static_cast<int>(a.source);
   if (source < 0 || source > 2) throw std::invalid_argument("unknown gradient source " + std::to_string(source));
-  if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr)
+  // (An empty batch may come with null arrays: device arrays of no elements have no pointer.)
+  if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr && a.batch > 0)
     throw std::invalid_argument("grad_intensities: required for a vector-Jacobian product");
-  if (a.source == GradientSource::kLikelihood && a.data == nullptr)
+  if (a.source == GradientSource::kLikelihood && a.data == nullptr && a.batch > 0)
     throw std::invalid_argument("data: required for a likelihood gradient");
-  validate_windows(a.positions, a.batch, ny_, nx_, a.obj_h, a.obj_w);
-  MSPT_CUDA_CHECK(cudaSetDevice(dev_->device));
+  if (a.batch < 0) throw std::invalid_argument("positions_px: a negative number of positions");
+  if (a.batch > 0 && (a.obj_h < ny_ || a.obj_w < nx_))
+    throw std::invalid_argument("slices: the " + std::to_string(a.obj_h) + "x" + std::to_string(a.obj_w) +
+                                " object is smaller than the " + std::to_string(ny_) + "x" + std::to_string(nx_) +
+                                " probe window; pad the object");
+}
+
+void MultisliceCuda::run(const MultisliceArgs<float>& host) {
+  validate(host);
+  validate_windows(host.positions, host.batch, ny_, nx_, host.obj_h, host.obj_w);
+  DeviceGuard guard(dev_->device);
+  Device& d = *dev_;
+  const cudaStream_t st = d.stream;
+  CallScope scope(d, st);
   try {
-    run_on_device(a);
+    const size_t n = size_t(ny_) * nx_, M = size_t(modes_), B = size_t(host.batch);
+    const size_t object_count = size_t(n_slices_) * size_t(host.obj_h) * size_t(host.obj_w);
+    const bool likelihood = host.source == GradientSource::kLikelihood;
+    const bool backward = host.runs_backward();
+    const auto upload = [&](auto& buffer, const auto* src, size_t count) {
+      auto* dst = d.grow(buffer, count);
+      copy_async(dst, src, count, cudaMemcpyHostToDevice, st);
+      return dst;
+    };
+    const auto output = [&](auto& buffer, const void* wanted, size_t count) {
+      return wanted != nullptr ? d.grow(buffer, count) : nullptr;
+    };
+
+    // The device call's arguments: the host call's, with staging buffers in place of the host arrays.
+    MultisliceArgs<float> a = host;
+    a.slices = upload(d.in_slices, host.slices, object_count);
+    a.probe = upload(d.in_probe, host.probe, M * n);
+    a.positions = upload(d.in_positions, host.positions, 2 * B);
+    a.data = likelihood ? upload(d.in_given, host.data, B * n) : nullptr;
+    a.grad_intensities =
+        host.source == GradientSource::kGiven ? upload(d.in_given, host.grad_intensities, B * n) : nullptr;
+    a.intensities = output(d.out_intensities, host.intensities, B * n);
+    a.exit_waves = output(d.out_exit_waves, host.exit_waves, B * M * n);
+    a.grad_slices = backward ? output(d.out_grad_slices, host.grad_slices, object_count) : nullptr;
+    a.grad_probe = backward ? output(d.out_grad_probe, host.grad_probe, M * n) : nullptr;
+    a.grad_positions = backward ? output(d.out_grad_positions, host.grad_positions, 2 * B) : nullptr;
+    double* totals = d.grow(d.out_totals, 3);
+    a.grad_tilt = backward && host.grad_tilt != nullptr ? totals : nullptr;
+    a.loss = likelihood ? totals + 2 : nullptr;
+    a.loss_per_position = likelihood ? output(d.out_loss_per_position, host.loss_per_position, B) : nullptr;
+
+    enqueue(a, st);
+
+    const auto download = [&](auto* dst, const auto* src, size_t count) {
+      if (dst != nullptr && src != nullptr) copy_async(dst, src, count, cudaMemcpyDeviceToHost, st);
+    };
+    download(host.intensities, a.intensities, B * n);
+    download(host.exit_waves, a.exit_waves, B * M * n);
+    download(host.grad_slices, a.grad_slices, object_count);
+    download(host.grad_probe, a.grad_probe, M * n);
+    download(host.grad_positions, a.grad_positions, 2 * B);
+    download(host.grad_tilt, a.grad_tilt, 2);
+    download(host.loss_per_position, a.loss_per_position, B);
+    double loss = 0.0;
+    download(likelihood ? &loss : nullptr, a.loss, 1);
+    MSPT_CUDA_CHECK(cudaStreamSynchronize(st));
+    if (likelihood && host.loss != nullptr) *host.loss = loss;
   } catch (...) {
     // Leave nothing queued that still reads the caller's memory, and clear a non-sticky error so the
     // engine can be used again.
-    cudaStreamSynchronize(dev_->stream);
+    cudaStreamSynchronize(st);
     cudaGetLastError();
     throw;
   }
 }
 
-void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
+void MultisliceCuda::run_device(const MultisliceArgs<float>& a, int device, cudaStream_t stream, bool synchronize) {
+  validate(a);
+  if (device != dev_->device)
+    throw std::invalid_argument("device: this engine was made for cuda:" + std::to_string(dev_->device) +
+                                ", the arrays are on cuda:" + std::to_string(device));
+  DeviceGuard guard(device);
+  CallScope scope(*dev_, stream);
+  try {
+    if (synchronize && a.batch > 0) {
+      // The caller accepts a wait: check the windows on the host, as a host-array call does, before any
+      // kernel reads the object.
+      std::vector<double> positions(size_t(2 * a.batch));
+      copy_async(positions.data(), a.positions, positions.size(), cudaMemcpyDeviceToHost, stream);
+      MSPT_CUDA_CHECK(cudaStreamSynchronize(stream));
+      validate_windows(positions.data(), a.batch, ny_, nx_, a.obj_h, a.obj_w);
+    }
+    enqueue(a, stream);
+    if (synchronize) MSPT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  } catch (...) {
+    cudaGetLastError();  // clear a non-sticky error; the caller's stream is the caller's to wait for
+    throw;
+  }
+}
+
+void MultisliceCuda::enqueue(const MultisliceArgs<float>& a, cudaStream_t st) {
   using namespace cuda_kernels;
   Device& d = *dev_;
   FftCuda& fft = *d.fft;
-  const cudaStream_t st = d.stream;
   const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
   const int n = ny * nx;
   const int64_t B = a.batch;
@@ -159,43 +342,17 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
   const bool want_probe = backward && a.grad_probe != nullptr;
   const bool want_positions = backward && a.grad_positions != nullptr;
   const bool want_tilt = backward && a.grad_tilt != nullptr;
+  const bool want_loss = likelihood && a.loss != nullptr;
 
-  // ---- inputs and per-call constants ----
-  cplx<float>* slices = d.slices.ensure(object_count);
-  copy_to_device(slices, a.slices, object_count, st);
-  double* positions = d.positions.ensure(size_t(2 * B));
-  copy_to_device(positions, a.positions, size_t(2 * B), st);
-  cplx<float>* probe = d.probe.ensure(size_t(M) * n);
-  cplx<float>* probe_spec = d.probe_spec.ensure(size_t(M) * n);
-  copy_to_device(probe, a.probe, size_t(M) * n, st);
-  cplx<float>* H = d.propagator.ensure(size_t(n));
-  unsigned char* far_band = d.far_band.ensure(size_t(n));
-  prepare_kernel<<<plane_grid(n, 1), kThreads, 0, st>>>(a.prop, a.bandlimit_farfield, H, far_band);
-  MSPT_CUDA_CHECK_LAUNCH("prepare_kernel");
-  fft.forward(probe, probe_spec, M);
+  // ---- every buffer first (growing one may wait for the stream), then the work ----
+  cplx<float>* probe_spec = d.grow(d.probe_spec, size_t(M) * n);
+  cplx<float>* H = d.grow(d.propagator, size_t(n));
+  unsigned char* far_band = d.grow(d.far_band, size_t(n));
+  double* tilt = want_tilt ? d.grow(d.tilt, size_t(2 * B)) : nullptr;
+  double* loss = nullptr;  // [B] per-position losses (zeros for a vjp)
+  if (need_dldi) loss = likelihood && a.loss_per_position != nullptr ? a.loss_per_position : d.grow(d.loss, size_t(B));
 
-  cplx<float>* grad_slices = nullptr;
-  cplx<float>* probe_acc = nullptr;
-  double* tilt = nullptr;
-  double* grad_positions = nullptr;
-  double* loss = nullptr;
-  if (want_slices) {
-    grad_slices = d.grad_slices.ensure(object_count);
-    zero(grad_slices, object_count, st);
-  }
-  if (want_probe) {
-    probe_acc = d.probe_acc.ensure(size_t(M) * n);
-    zero(probe_acc, size_t(M) * n, st);
-  }
-  if (want_tilt) {
-    tilt = d.tilt.ensure(size_t(2 * B));
-    zero(tilt, size_t(2 * B), st);
-  }
-  if (want_positions) grad_positions = d.grad_positions.ensure(size_t(2 * B));
-  if (need_dldi) loss = d.loss.ensure(size_t(B));
-
-  // ---- chunk size and buffers ----
-  int64_t P = 0;
+  int64_t P = 0;  // positions per chunk
   if (B > 0) {
     const size_t plane_set = size_t(M) * n * sizeof(cplx<float>);  // one [M, n] stack
     const size_t wave_sets = backward ? size_t(S) : 1;
@@ -203,7 +360,7 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     const size_t grad_sets = backward ? 1 : 0;
     // waves, spectra, far, work, grad, and about one more for cuFFT's work area
     size_t per_position = plane_set * (wave_sets + spectrum_sets + 2 + grad_sets + 1);
-    per_position += size_t(n) * sizeof(float) * (1 + (a.intensities ? 1 : 0) + (need_dldi ? 2 : 0));
+    per_position += size_t(n) * sizeof(float) * (1 + (need_dldi ? 1 : 0));  // intensity, dL/dI
     per_position += size_t(ny + nx) * sizeof(cplx<float>) + 2 * sizeof(int64_t);
     size_t free_bytes = 0, total_bytes = 0;
     MSPT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -212,18 +369,17 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     P = std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(kMaxChunk, B), fit));
   }
   const size_t stride = size_t(P) * M * n;  // elements of one [P, M, n] stack
-  cplx<float>* waves = d.waves.ensure((backward ? size_t(S) : 1) * stride);
-  cplx<float>* spectra = want_tilt ? d.spectra.ensure(size_t(S - 1) * stride) : nullptr;
-  cplx<float>* far = d.far.ensure(stride);
-  cplx<float>* work = d.work.ensure(stride);
-  cplx<float>* gradw = backward ? d.grad.ensure(stride) : nullptr;
-  float* intensity = d.intensity.ensure(size_t(P) * n);
-  float* shifted = a.intensities != nullptr ? d.shifted.ensure(size_t(P) * n) : nullptr;
-  float* given = need_dldi ? d.given.ensure(size_t(P) * n) : nullptr;
-  float* dldi = need_dldi ? d.dldi.ensure(size_t(P) * n) : nullptr;
-  cplx<float>* ramp_y = d.ramp_y.ensure(size_t(P) * ny);
-  cplx<float>* ramp_x = d.ramp_x.ensure(size_t(P) * nx);
-  int64_t* window = d.window.ensure(size_t(2 * P));
+  cplx<float>* waves = d.grow(d.waves, (backward ? size_t(S) : 1) * stride);
+  cplx<float>* spectra = want_tilt ? d.grow(d.spectra, size_t(S - 1) * stride) : nullptr;
+  cplx<float>* far = d.grow(d.far, stride);
+  cplx<float>* work = d.grow(d.work, stride);
+  cplx<float>* gradw = backward ? d.grow(d.grad, stride) : nullptr;
+  float* intensity = d.grow(d.intensity, size_t(P) * n);
+  float* dldi = need_dldi ? d.grow(d.dldi, size_t(P) * n) : nullptr;
+  cplx<float>* ramp_y = d.grow(d.ramp_y, size_t(P) * ny);
+  cplx<float>* ramp_x = d.grow(d.ramp_x, size_t(P) * nx);
+  int64_t* window = d.grow(d.window, size_t(2 * P));
+  fft.reserve(M);
   if (P > 0) {
     fft.reserve(P * M);
     if (B % P != 0) fft.reserve((B % P) * M);
@@ -232,7 +388,15 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
   auto wave_at = [&](int s) { return backward ? waves + size_t(s) * stride : waves; };
   // Spectrum entering slice s, s in [1, S).
   auto spectrum_at = [&](int s) { return spectra + size_t(s - 1) * stride; };
-  const float* given_host = likelihood ? a.data : a.grad_intensities;
+  const float* given = likelihood ? a.data : a.grad_intensities;  // [B, ny, nx] shifted
+
+  // ---- per-call constants and zeroed accumulators ----
+  prepare_kernel<<<plane_grid(n, 1), kThreads, 0, st>>>(a.prop, a.bandlimit_farfield, H, far_band);
+  MSPT_CUDA_CHECK_LAUNCH("prepare_kernel");
+  fft.forward(a.probe, probe_spec, M);
+  if (want_slices) zero(a.grad_slices, object_count, st);
+  if (want_probe) zero(a.grad_probe, size_t(M) * n, st);  // the probe gradient's spectra accumulate here
+  if (want_tilt) zero(tilt, size_t(2 * B), st);
 
   for (int64_t first = 0; first < B; first += P) {
     const int64_t count = std::min<int64_t>(P, B - first);
@@ -241,13 +405,13 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     const unsigned blocks_p = static_cast<unsigned>(count);
 
     // ---- forward ----
-    window_kernel<<<blocks_p, 128, 0, st>>>(positions, first, ny, nx, window, ramp_y, ramp_x);
+    window_kernel<<<blocks_p, 128, 0, st>>>(a.positions, first, ny, nx, a.obj_h, a.obj_w, window, ramp_y, ramp_x);
     MSPT_CUDA_CHECK_LAUNCH("window_kernel");
     shifted_probe_kernel<<<grid_k, kThreads, 0, st>>>(probe_spec, ramp_y, ramp_x, M, ny, nx, K, inv_n, work);
     MSPT_CUDA_CHECK_LAUNCH("shifted_probe_kernel");
     fft.backward(work, wave_at(0), K);
     for (int s = 0; s < S; ++s) {
-      transmit_kernel<<<grid_k, kThreads, 0, st>>>(wave_at(s), slices + s * obj_plane, a.obj_w, window, M, ny, nx,
+      transmit_kernel<<<grid_k, kThreads, 0, st>>>(wave_at(s), a.slices + s * obj_plane, a.obj_w, window, M, ny, nx,
                                                    K, work);
       MSPT_CUDA_CHECK_LAUNCH("transmit_kernel");
       if (s < S - 1) {
@@ -256,19 +420,19 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
         MSPT_CUDA_CHECK_LAUNCH("propagate_kernel");
         fft.backward(work, wave_at(s + 1), K);
       } else {
-        if (a.exit_waves != nullptr) copy_to_host(a.exit_waves + size_t(first) * M * n, work, size_t(K) * n, st);
+        if (a.exit_waves != nullptr)
+          copy_async(a.exit_waves + size_t(first) * M * n, work, size_t(K) * n, cudaMemcpyDeviceToDevice, st);
         fft.forward(work, far, K);
-        intensity_kernel<<<grid_p, kThreads, 0, st>>>(far, far_band, M, ny, nx, count, inv_n, intensity, shifted);
+        intensity_kernel<<<grid_p, kThreads, 0, st>>>(far, far_band, M, ny, nx, count, inv_n, intensity,
+                                                      a.intensities != nullptr ? a.intensities + first * n : nullptr);
         MSPT_CUDA_CHECK_LAUNCH("intensity_kernel");
       }
     }
-    if (a.intensities != nullptr) copy_to_host(a.intensities + size_t(first) * n, shifted, size_t(count) * n, st);
     if (!need_dldi) continue;
 
     // ---- dL/dI, unshifted ----
-    copy_to_device(given, given_host + size_t(first) * n, size_t(count) * n, st);
-    dldi_kernel<<<blocks_p, kThreads, 0, st>>>(intensity, given, far_band, likelihood, a.likelihood, a.eps, ny, nx,
-                                               dldi, loss + first);
+    dldi_kernel<<<blocks_p, kThreads, 0, st>>>(intensity, given + first * n, far_band, likelihood, a.likelihood, a.eps,
+                                               ny, nx, dldi, loss + first);
     MSPT_CUDA_CHECK_LAUNCH("dldi_kernel");
     if (!backward) continue;
 
@@ -277,9 +441,9 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     MSPT_CUDA_CHECK_LAUNCH("farfield_backward_kernel");
     fft.backward(work, gradw, K);
     for (int s = S - 1; s >= 0; --s) {
-      slice_backward_kernel<<<grid_p, kThreads, 0, st>>>(wave_at(s), gradw, slices + s * obj_plane, a.obj_w, window,
-                                                         M, ny, nx, count,
-                                                         want_slices ? grad_slices + s * obj_plane : nullptr);
+      slice_backward_kernel<<<grid_p, kThreads, 0, st>>>(wave_at(s), gradw, a.slices + s * obj_plane, a.obj_w,
+                                                         window, M, ny, nx, count,
+                                                         want_slices ? a.grad_slices + s * obj_plane : nullptr);
       MSPT_CUDA_CHECK_LAUNCH("slice_backward_kernel");
       if (s == 0) break;
       fft.forward(gradw, work, K);
@@ -296,49 +460,22 @@ void MultisliceCuda::run_on_device(const MultisliceArgs<float>& a) {
     fft.forward(gradw, work, K);
     if (want_positions) {
       position_grad_kernel<<<blocks_p, kThreads, 0, st>>>(work, probe_spec, ramp_y, ramp_x, M, ny, nx, inv_n,
-                                                          grad_positions + 2 * first);
+                                                          a.grad_positions + 2 * first);
       MSPT_CUDA_CHECK_LAUNCH("position_grad_kernel");
     }
     if (want_probe) {
       probe_grad_kernel<<<plane_grid(n, M), kThreads, 0, st>>>(work, ramp_y, ramp_x, M, ny, nx, count, inv_n,
-                                                               probe_acc);
+                                                               a.grad_probe);
       MSPT_CUDA_CHECK_LAUNCH("probe_grad_kernel");
     }
   }
 
-  if (!need_dldi) {
-    MSPT_CUDA_CHECK(cudaStreamSynchronize(st));
-    return;
-  }
-
   // ---- totals ----
-  if (want_slices) copy_to_host(a.grad_slices, grad_slices, object_count, st);
-  if (want_probe) {
-    fft.backward(probe_acc, probe_acc, M);
-    copy_to_host(a.grad_probe, probe_acc, size_t(M) * n, st);
-  }
-  if (want_positions) copy_to_host(a.grad_positions, grad_positions, size_t(2 * B), st);
-  std::vector<double> tilt_terms(want_tilt ? size_t(2 * B) : 0);
-  if (want_tilt) copy_to_host(tilt_terms.data(), tilt, tilt_terms.size(), st);
-  std::vector<double> loss_terms(likelihood ? size_t(B) : 0);
-  if (likelihood) copy_to_host(loss_terms.data(), loss, loss_terms.size(), st);
-  MSPT_CUDA_CHECK(cudaStreamSynchronize(st));
-
-  // Summed in position order, as on the CPU.
-  if (want_tilt) {
-    double ty = 0, tx = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      ty += 2 * kPi * a.prop.dz_A * tilt_terms[2 * b];
-      tx += 2 * kPi * a.prop.dz_A * tilt_terms[2 * b + 1];
-    }
-    a.grad_tilt[0] = ty;
-    a.grad_tilt[1] = tx;
-  }
-  if (likelihood) {
-    double total = 0;
-    for (int64_t b = 0; b < B; ++b) total += loss_terms[b];
-    if (a.loss != nullptr) *a.loss = total;
-    if (a.loss_per_position != nullptr) std::copy(loss_terms.begin(), loss_terms.end(), a.loss_per_position);
+  if (want_probe) fft.backward(a.grad_probe, a.grad_probe, M);
+  if (want_tilt || want_loss) {
+    totals_kernel<<<1, 32, 0, st>>>(want_tilt ? tilt : nullptr, want_loss ? loss : nullptr, B,
+                                    2 * kPi * a.prop.dz_A, a.grad_tilt, a.loss);
+    MSPT_CUDA_CHECK_LAUNCH("totals_kernel");
   }
 }
 

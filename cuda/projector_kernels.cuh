@@ -126,5 +126,20 @@ __global__ void pose_vjp_kernel(const float* volume, ProjectorGeometry g, const 
   }
 }
 
+// One thread per projection: the pose derivatives, the block slots of pose_vjp_kernel added in block order
+// (explicit roundings: the same bits as the host sum of the same slots).
+//   partial  [T, blocks, 5];  d_rotation [T, 3];  d_shifts [T, 2]
+__global__ void pose_sum_kernel(const double* partial, int64_t n_proj, unsigned blocks, double* d_rotation,
+                                double* d_shifts) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n_proj; t += stride) {
+    double total[5] = {0, 0, 0, 0, 0};
+    for (unsigned b = 0; b < blocks; ++b)
+      for (int c = 0; c < 5; ++c) total[c] = __dadd_rn(total[c], partial[(t * blocks + b) * 5 + c]);
+    for (int c = 0; c < 3; ++c) d_rotation[3 * t + c] = total[c];
+    for (int c = 0; c < 2; ++c) d_shifts[2 * t + c] = total[3 + c];
+  }
+}
+
 }  // namespace projector_kernels
 }  // namespace mspt

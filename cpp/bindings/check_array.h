@@ -56,4 +56,25 @@ Scalar* check_optional(const char* name, const py::object& obj, const std::vecto
   return check_array<Scalar>(name, py::cast<py::array>(obj), shape, writable);
 }
 
+// How a binding reads array arguments that are host (NumPy) arrays. Bindings written against this interface
+// (shape, required, optional) also take device arrays through DeviceArrays (cuda/device_arrays.h), so the
+// shape rules of an operator are written once for both.
+struct HostArrays {
+  std::vector<py::ssize_t> shape(const char* name, const py::object& obj) const {
+    (void)name;
+    const py::array arr = py::cast<py::array>(obj);
+    return std::vector<py::ssize_t>(arr.shape(), arr.shape() + arr.ndim());
+  }
+  template <class Scalar>
+  Scalar* required(const char* name, const py::object& obj, const std::vector<py::ssize_t>& shape,
+                   bool writable) const {
+    return check_array<Scalar>(name, py::cast<py::array>(obj), shape, writable);
+  }
+  template <class Scalar>
+  Scalar* optional(const char* name, const py::object& obj, const std::vector<py::ssize_t>& shape,
+                   bool writable) const {
+    return check_optional<Scalar>(name, obj, shape, writable);
+  }
+};
+
 }  // namespace mspt

@@ -1,6 +1,7 @@
 // The Python face of a multislice engine (CPU or CUDA): one `run` that validates every array against the
 // plan's shape, fills MultisliceArgs and runs with the GIL released. Shared by _core and _core_cuda so
-// both backends take exactly the same arguments.
+// both backends take exactly the same arguments; the array checks (multislice_args) also serve the CUDA
+// engine's device-pointer entry point.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -8,6 +9,7 @@
 
 #include <complex>
 #include <type_traits>
+#include <vector>
 
 #include "bindings/check_array.h"
 #include "mspt/multislice_args.h"
@@ -41,11 +43,66 @@ MultisliceTape<T>* tape_argument(const py::object& tape) {
   }
 }
 
-template <class Engine, class T>
-void bind_multislice(py::module_& m, const char* name, const char* doc) {
+// MultisliceArgs from the Python arguments of a run: every array is checked against the shapes that the
+// slices, probe and positions define. `Arrays` reads an array argument: HostArrays (NumPy buffers) here, or
+// DeviceArrays (cuda/device_arrays.h: descriptors of device memory) for the CUDA engine's run_device, so
+// both entry points check their arrays by the same rules.
+template <class T, class Arrays>
+MultisliceArgs<T> multislice_args(Arrays& arrays, const py::object& slices, const py::object& probe,
+                                  const py::object& positions, double dz_A, double wavelength_A, double dy_A,
+                                  double dx_A, double tan_tilt_y, double tan_tilt_x, double cutoff_invA,
+                                  bool bandlimit_farfield, const py::object& intensities, const py::object& exit_waves,
+                                  int source, const py::object& grad_intensities, const py::object& data,
+                                  int likelihood, double eps, const py::object& grad_slices,
+                                  const py::object& grad_probe, const py::object& grad_positions,
+                                  const py::object& grad_tilt, const py::object& loss_per_position) {
   using C = std::complex<T>;
-  py::class_<Engine>(m, name, doc, py::module_local())
-      .def(py::init<int, int, int, int, int>(), "ny"_a, "nx"_a, "n_slices"_a, "modes"_a, "threads"_a = 0)
+  MultisliceArgs<T> a;
+  const std::vector<py::ssize_t> slices_shape = arrays.shape("slices", slices);
+  const py::ssize_t S = slices_shape.size() == 3 ? slices_shape[0] : -1;
+  a.slices = reinterpret_cast<const cplx<T>*>(arrays.template required<C>("slices", slices, {S, -1, -1}, false));
+  a.n_slices = slices_shape[0];
+  a.obj_h = slices_shape[1];
+  a.obj_w = slices_shape[2];
+  const std::vector<py::ssize_t> probe_shape = arrays.shape("probe", probe);
+  const py::ssize_t M = probe_shape.size() == 3 ? probe_shape[0] : -1;
+  const py::ssize_t ny = probe_shape.size() == 3 ? probe_shape[1] : -1;
+  const py::ssize_t nx = probe_shape.size() == 3 ? probe_shape[2] : -1;
+  a.probe = reinterpret_cast<const cplx<T>*>(arrays.template required<C>("probe", probe, {M, ny, nx}, false));
+  a.modes = int(M);
+  const std::vector<py::ssize_t> positions_shape = arrays.shape("positions_px", positions);
+  const py::ssize_t B = positions_shape.size() == 2 ? positions_shape[0] : -1;
+  a.positions = arrays.template required<double>("positions_px", positions, {B, 2}, false);
+  a.batch = B;
+  a.prop = PropagationParams{int(ny), int(nx), dy_A, dx_A, wavelength_A, dz_A, tan_tilt_y, tan_tilt_x, cutoff_invA};
+  a.bandlimit_farfield = bandlimit_farfield;
+  a.intensities = arrays.template optional<T>("intensities", intensities, {B, ny, nx}, true);
+  a.exit_waves =
+      reinterpret_cast<cplx<T>*>(arrays.template optional<C>("exit_waves", exit_waves, {B, M, ny, nx}, true));
+  a.source = static_cast<GradientSource>(source);
+  a.grad_intensities = arrays.template optional<T>("grad_intensities", grad_intensities, {B, ny, nx}, false);
+  a.data = arrays.template optional<T>("data", data, {B, ny, nx}, false);
+  if (a.source == GradientSource::kGiven && grad_intensities.is_none())
+    throw py::value_error("grad_intensities: required for a vector-Jacobian product");
+  if (a.source == GradientSource::kLikelihood && data.is_none())
+    throw py::value_error("data: required for a likelihood gradient");
+  a.likelihood = likelihood;
+  a.eps = T(eps);
+  a.grad_slices = reinterpret_cast<cplx<T>*>(
+      arrays.template optional<C>("grad_slices", grad_slices, {S, a.obj_h, a.obj_w}, true));
+  a.grad_probe = reinterpret_cast<cplx<T>*>(arrays.template optional<C>("grad_probe", grad_probe, {M, ny, nx}, true));
+  a.grad_positions = arrays.template optional<double>("grad_positions", grad_positions, {B, 2}, true);
+  a.grad_tilt = arrays.template optional<double>("grad_tilt", grad_tilt, {2}, true);
+  a.loss_per_position = arrays.template optional<double>("loss_per_position", loss_per_position, {B}, true);
+  return a;
+}
+
+// Binds an engine's constructor and its host-array `run`; returns the class so that a backend can add its
+// own entry points (the CUDA engine's run_device).
+template <class Engine, class T>
+py::class_<Engine> bind_multislice(py::module_& m, const char* name, const char* doc) {
+  py::class_<Engine> cls(m, name, doc, py::module_local());
+  cls.def(py::init<int, int, int, int, int>(), "ny"_a, "nx"_a, "n_slices"_a, "modes"_a, "threads"_a = 0)
       .def_property_readonly("threads", &Engine::threads)
       .def_property_readonly("scratch_bytes", &Engine::scratch_bytes)
       .def(
@@ -56,39 +113,11 @@ void bind_multislice(py::module_& m, const char* name, const char* doc) {
              const py::object& grad_intensities, const py::object& data, int likelihood, double eps,
              const py::object& grad_slices, const py::object& grad_probe, const py::object& grad_positions,
              const py::object& grad_tilt, const py::object& loss_per_position, const py::object& tape) {
-            MultisliceArgs<T> a;
-            const py::ssize_t S = slices.ndim() == 3 ? slices.shape(0) : -1;
-            a.slices = reinterpret_cast<const cplx<T>*>(check_array<C>("slices", slices, {S, -1, -1}, false));
-            a.n_slices = slices.shape(0);
-            a.obj_h = slices.shape(1);
-            a.obj_w = slices.shape(2);
-            const py::ssize_t M = probe.ndim() == 3 ? probe.shape(0) : -1;
-            const py::ssize_t ny = probe.ndim() == 3 ? probe.shape(1) : -1;
-            const py::ssize_t nx = probe.ndim() == 3 ? probe.shape(2) : -1;
-            a.probe = reinterpret_cast<const cplx<T>*>(check_array<C>("probe", probe, {M, ny, nx}, false));
-            a.modes = int(M);
-            const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
-            a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
-            a.batch = B;
-            a.prop = PropagationParams{int(ny), int(nx), dy_A, dx_A, wavelength_A, dz_A, tan_tilt_y, tan_tilt_x,
-                                       cutoff_invA};
-            a.bandlimit_farfield = bandlimit_farfield;
-            a.intensities = check_optional<T>("intensities", intensities, {B, ny, nx}, true);
-            a.exit_waves = reinterpret_cast<cplx<T>*>(check_optional<C>("exit_waves", exit_waves, {B, M, ny, nx}, true));
-            a.source = static_cast<GradientSource>(source);
-            a.grad_intensities = check_optional<T>("grad_intensities", grad_intensities, {B, ny, nx}, false);
-            a.data = check_optional<T>("data", data, {B, ny, nx}, false);
-            if (a.source == GradientSource::kGiven && a.grad_intensities == nullptr)
-              throw py::value_error("grad_intensities: required for a vector-Jacobian product");
-            if (a.source == GradientSource::kLikelihood && a.data == nullptr)
-              throw py::value_error("data: required for a likelihood gradient");
-            a.likelihood = likelihood;
-            a.eps = T(eps);
-            a.grad_slices = reinterpret_cast<cplx<T>*>(check_optional<C>("grad_slices", grad_slices, {S, a.obj_h, a.obj_w}, true));
-            a.grad_probe = reinterpret_cast<cplx<T>*>(check_optional<C>("grad_probe", grad_probe, {M, ny, nx}, true));
-            a.grad_positions = check_optional<double>("grad_positions", grad_positions, {B, 2}, true);
-            a.grad_tilt = check_optional<double>("grad_tilt", grad_tilt, {2}, true);
-            a.loss_per_position = check_optional<double>("loss_per_position", loss_per_position, {B}, true);
+            HostArrays arrays;
+            MultisliceArgs<T> a = multislice_args<T>(
+                arrays, slices, probe, positions, dz_A, wavelength_A, dy_A, dx_A, tan_tilt_y, tan_tilt_x, cutoff_invA,
+                bandlimit_farfield, intensities, exit_waves, source, grad_intensities, data, likelihood, eps,
+                grad_slices, grad_probe, grad_positions, grad_tilt, loss_per_position);
             a.tape = tape_argument<Engine, T>(tape);
             double loss = 0;
             a.loss = &loss;
@@ -107,6 +136,7 @@ void bind_multislice(py::module_& m, const char* name, const char* doc) {
           "Run the multislice model (and its gradient) on one batch of positions; returns the summed loss. "
           "With a tape, a forward run (source 0) records its state there and a vector-Jacobian product "
           "(source 1) replays it instead of running the forward pass again.");
+  return cls;
 }
 
 }  // namespace mspt

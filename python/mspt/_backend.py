@@ -56,21 +56,28 @@ def cuda_available() -> bool:
     return True
 
 
-def multislice_engine(device: str, precision: str, ny: int, nx: int, n_slices: int, modes: int, threads: int = 0):
-    """A cached (engine, lock) pair for this shape. Hold the lock while the engine runs: its scratch is shared."""
+def multislice_engine(device: str, precision: str, ny: int, nx: int, n_slices: int, modes: int, threads: int = 0,
+                      index: int | None = None):  # fmt: skip
+    """A cached (engine, lock) pair for this shape. Hold the lock while the engine runs: its scratch is shared.
+
+    ``index`` is the CUDA device of a "cuda" engine (default: the current device of the CUDA backend);
+    engines are cached per device."""
     check_device(device)
-    key = ("multislice", device, precision, ny, nx, n_slices, modes, threads)
+    if device == "cuda" and index is None:
+        index = int(cuda_module().current_device())
+    key = ("multislice", device, index, precision, ny, nx, n_slices, modes, threads)
     with _engines_lock:
         if key in _engines:
             _engines.move_to_end(key)
             return _engines[key]
     if device == "cpu":
         cls = _core.MultisliceCpu64 if precision == "double" else _core.MultisliceCpu32
+        engine = cls(ny, nx, n_slices, modes, threads)
     else:
         if precision == "double":
             raise ValueError("dtype: the CUDA backend runs in single precision; pass complex64 arrays")
-        cls = cuda_module().MultisliceCuda32
-    entry = (cls(ny, nx, n_slices, modes, threads), threading.Lock())
+        engine = cuda_module().MultisliceCuda32(ny, nx, n_slices, modes, threads, device=index)
+    entry = (engine, threading.Lock())
     with _engines_lock:
         _engines[key] = entry
         while len(_engines) > _ENGINE_CACHE_SIZE:

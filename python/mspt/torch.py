@@ -5,9 +5,12 @@ operator and the backward pass is its native vector-Jacobian product, so they co
 optimisers, losses, regularisers and networks around them.
 
 * Tensors stay where they are: CPU tensors reach the native core without a copy (contiguous ones of the
-  dtype the operator computes in); CUDA tensors run on the CUDA backend with one device -> host copy per
-  input and one host -> device copy per output (the CUDA bindings take host buffers), and the call
-  synchronises with the current stream.
+  dtype the operator computes in); CUDA tensors run on the CUDA backend on their own device, in place, with
+  the work queued on the current stream and results allocated by torch on that device: no host round trip
+  and no synchronisation in the forward or the backward pass (see :mod:`mspt.ops` and the embedding page).
+  The beam tilt is a scalar parameter of the propagator, read on the host: keep ``tilt_mrad`` on the CPU
+  (a tuple, or a CPU tensor) to avoid a synchronisation; a tilt that requires grad gets its gradient on
+  its own device.
 * Complex gradients follow PyTorch's convention: for a real loss L of a complex tensor z = x + iy, the
   gradient is dL/dx + i dL/dy (the conjugate Wirtinger derivative times two), which is what the native
   vector-Jacobian products return, so a plain ``z - lr * z.grad`` step descends.
@@ -58,19 +61,39 @@ def _tensor(name: str, value, like: torch.Tensor, dtype: torch.dtype) -> torch.T
     return value
 
 
-def _host(name: str, tensor: torch.Tensor) -> np.ndarray:
-    return _arrays.to_numpy(name, tensor.detach())
+def _native(name: str, tensor: torch.Tensor):
+    """A tensor as the operators take it: a CPU tensor as a NumPy view (the CPU path, which can keep a
+    forward tape), a CUDA tensor as itself (the CUDA path: in place on its device, on the current stream)."""
+    tensor = tensor.detach()
+    return tensor if tensor.device.type == "cuda" else _arrays.to_numpy(name, tensor)
+
+
+def _tilt(tilt_mrad, like: torch.Tensor) -> torch.Tensor:
+    """The beam tilt (ty, tx) in mrad as a float64 tensor: on the CPU unless given as a tensor on ``like``'s
+    device (it is read on the host, so a CUDA tensor costs a synchronisation per call)."""
+    if not isinstance(tilt_mrad, torch.Tensor):
+        return torch.as_tensor(np.asarray(tilt_mrad, dtype=np.float64))
+    if tilt_mrad.device.type != "cpu" and tilt_mrad.device != like.device:
+        raise ValueError(f"tilt_mrad: a tensor on {tilt_mrad.device}, but slices is on {like.device}; use the CPU or that device")
+    if tilt_mrad.is_complex() or not tilt_mrad.is_floating_point():
+        raise ValueError(f"tilt_mrad: expected a real floating tensor, got dtype {tilt_mrad.dtype}")
+    return tilt_mrad
+
+
+def _as_tensor(value) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
 
 
 def _device(tensor: torch.Tensor) -> str:
     return "cuda" if tensor.device.type == "cuda" else "cpu"
 
 
-def _back(array: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
-    """A native result as a tensor of ``like``'s dtype on its device."""
-    if array is None:
+def _back(value, like: torch.Tensor) -> torch.Tensor | None:
+    """An operator's result (NumPy from the CPU path, a tensor from the CUDA path) as a tensor of ``like``'s
+    dtype on its device."""
+    if value is None:
         return None
-    return torch.from_numpy(np.asarray(array)).to(device=like.device, dtype=like.dtype)
+    return _as_tensor(value).to(device=like.device, dtype=like.dtype)
 
 
 def _keeps_waves(save_waves: bool | None, slices, probe, positions, with_tilt: bool) -> bool:
@@ -88,6 +111,10 @@ def _keeps_waves(save_waves: bool | None, slices, probe, positions, with_tilt: b
     return True
 
 
+def _tilt_values(tilt: torch.Tensor) -> np.ndarray:
+    return tilt.detach().cpu().numpy()
+
+
 class _Multislice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, slices, probe, positions, tilt, settings):
@@ -96,12 +123,12 @@ class _Multislice(torch.autograd.Function):
         with_tilt = ctx.needs_input_grad[3]
         record = any(ctx.needs_input_grad) and _keeps_waves(settings["save_waves"], slices, probe, positions, with_tilt)
         result = ops.multislice_forward(
-            _host("slices", slices), _host("probe", probe), _host("positions_px", positions), settings["dz_A"],
-            settings["energy_eV"], settings["sampling_A"], tilt_mrad=_host("tilt_mrad", tilt),
+            _native("slices", slices), _native("probe", probe), _native("positions_px", positions), settings["dz_A"],
+            settings["energy_eV"], settings["sampling_A"], tilt_mrad=_tilt_values(tilt),
             record_tape=record, tape_with_tilt=with_tilt, **settings["native"],
         )  # fmt: skip
         intensities, ctx.tape = result if record else (result, None)
-        return torch.from_numpy(intensities).to(slices.device)
+        return _as_tensor(intensities).to(slices.device)
 
     @staticmethod
     def backward(ctx, grad_intensities):
@@ -110,9 +137,9 @@ class _Multislice(torch.autograd.Function):
         names = ("slices", "probe", "positions", "tilt")
         wrt = tuple(n for n, needed in zip(names, ctx.needs_input_grad) if needed)
         grads = ops.multislice_vjp(
-            _host("grad_intensities", grad_intensities), _host("slices", slices), _host("probe", probe),
-            _host("positions_px", positions), settings["dz_A"], settings["energy_eV"], settings["sampling_A"],
-            tilt_mrad=_host("tilt_mrad", tilt), wrt=wrt, tape=ctx.tape, **settings["native"],
+            _native("grad_intensities", grad_intensities), _native("slices", slices), _native("probe", probe),
+            _native("positions_px", positions), settings["dz_A"], settings["energy_eV"], settings["sampling_A"],
+            tilt_mrad=_tilt_values(tilt), wrt=wrt, tape=ctx.tape, **settings["native"],
         )  # fmt: skip
         return (
             _back(grads.slices, slices), _back(grads.probe, probe), _back(grads.positions_px, positions),
@@ -175,7 +202,7 @@ def multislice(
     if probe.device != slices.device:
         raise ValueError(f"probe: a tensor on {probe.device}, but slices is on {slices.device}")
     positions = _tensor("positions_px", positions_px, slices, torch.float64)
-    tilt = _tensor("tilt_mrad", tilt_mrad, slices, torch.float64)
+    tilt = _tilt(tilt_mrad, slices)
     if save_waves is not None and not isinstance(save_waves, bool):
         raise ValueError(f"save_waves: expected None, True or False, got {save_waves!r}")
     settings = dict(
@@ -207,8 +234,8 @@ class _Project(torch.autograd.Function):
         ctx.settings = settings
         ctx.save_for_backward(volume, rotation, shifts)
         projections = ops.project(
-            _host("volume", volume), _host("rotation", rotation), _host("shifts_A", shifts), settings["voxel_size_A"],
-            **settings["native"],
+            _native("volume", volume), _native("rotation", rotation), _native("shifts_A", shifts),
+            settings["voxel_size_A"], **settings["native"],
         )  # fmt: skip
         return _back(projections, volume)
 
@@ -217,19 +244,18 @@ class _Project(torch.autograd.Function):
         volume, rotation, shifts = ctx.saved_tensors
         names = ("volume", "rotation", "shifts")
         wrt = tuple(n for n, needed in zip(names, ctx.needs_input_grad) if needed)
-        rot = _host("rotation", rotation)
         grads = ops.project_vjp(
-            _host("grad_projections", grad_projections), _host("volume", volume), rot, _host("shifts_A", shifts),
-            ctx.settings["voxel_size_A"], wrt=wrt, **ctx.settings["native"],
+            _native("grad_projections", grad_projections), _native("volume", volume), _native("rotation", rotation),
+            _native("shifts_A", shifts), ctx.settings["voxel_size_A"], wrt=wrt, **ctx.settings["native"],
         )  # fmt: skip
         d_rotation = None
         if grads.rotation_vector is not None:
             # The tangent gradient g (dL/dw of R <- exp([w]x) R) as a matrix: <[g]x R / 2, [v]x R> = g . v.
-            g = torch.from_numpy(grads.rotation_vector)
-            d_rotation = _back((0.5 * skew(g) @ torch.from_numpy(np.asarray(rot, dtype=np.float64))).numpy(), rotation)
+            g = _as_tensor(grads.rotation_vector)
+            d_rotation = _back(0.5 * skew(g) @ rotation.detach().to(device=g.device, dtype=torch.float64), rotation)
         d_shifts = grads.shifts_A
         if d_shifts is not None and shifts.ndim == 1:
-            d_shifts = d_shifts.sum(axis=0)  # one shift broadcast to every pose
+            d_shifts = _as_tensor(d_shifts).sum(0)  # one shift broadcast to every pose
         return _back(grads.volume, volume), d_rotation, _back(d_shifts, shifts), None
 
 

@@ -1,10 +1,13 @@
 """Stateless operators: NumPy in, NumPy out (single precision; complex128 inputs take the double path);
-PyTorch, CuPy, JAX or any DLPack array in, the same kind out on its own device (see ``_arrays``).
+PyTorch, CuPy, JAX or any DLPack array in, the same kind out on its own device (see ``_arrays``). CUDA
+arrays are used in place on their device and the work is queued on the caller's current stream; inside
+:func:`synchronous` such calls wait for their work and check their arguments' values as on the CPU.
 
 Naming: ``X_adjoint`` is the exact transpose of a linear operator; ``X_vjp`` is the vector-Jacobian
 product of a non-linear one.
 """
 
+from ._device_arrays import synchronous
 from .likelihood import likelihood
 from .linear import (
     extract_windows,
@@ -61,6 +64,7 @@ __all__ = [
     "project_adjoint",
     "project_vjp",
     "rotation_about_y",
+    "synchronous",
     "tilt_series_rotations",
     "window_power",
 ]

@@ -1,26 +1,20 @@
 """Array interop for the operators: any DLPack / array-interface / CUDA-array-interface input in, the
 caller's array type out, on the caller's device.
 
-The native bindings take host (NumPy) buffers. This module turns what a caller passes into such buffers and
-hands results back in the caller's array type:
-
 * CPU arrays (NumPy, PyTorch CPU tensors, JAX CPU arrays, anything with ``__dlpack__`` on the CPU) are
   viewed through DLPack, so a C-contiguous array of the dtype the operator computes in reaches the native
   call in place (zero copy; ``out=`` tensors are written in place). Anything else (another dtype, strided
-  views, a PyTorch tensor with its lazy-conjugate bit set) is converted once, by the operator.
+  views, a PyTorch tensor with its lazy-conjugate bit set) is converted once, by the operator. Results
+  come back as ``torch.Tensor`` (sharing memory with the result), ``jax.Array``, or for other DLPack
+  producers their module's ``from_dlpack`` where it has one, else NumPy.
 * CUDA arrays (PyTorch CUDA tensors, CuPy, anything with ``__cuda_array_interface__`` or a CUDA DLPack
-  device) run on the CUDA backend (``device="cuda"``), on the current CUDA device, which must be the
-  arrays' device. The CUDA bindings take host buffers today, so each input is copied device -> host once
-  (after the caller's current stream has finished its queued work: the call synchronises), the backend
-  copies it to its own device buffers, and each result is copied back to the caller's device on the
-  caller's current stream.
-* Results come back as the caller's type: ``torch.Tensor`` for PyTorch (sharing memory with the result on
-  the CPU), ``cupy.ndarray`` for CuPy and for bare CUDA-array-interface producers, ``jax.Array`` for JAX,
-  and for other DLPack producers their module's ``from_dlpack`` where it has one, else NumPy.
+  device) never go through the host: operators that have a CUDA path (``device_path``) run it on the
+  arrays' own device, on the caller's current stream, with the arrays used in place (``_device_arrays``
+  and ``_on_device``); the others refuse them.
 
-Arguments of one call must all live on one device; a mismatch, a device that is neither CPU nor CUDA, a
-dtype the argument cannot take, a PyTorch tensor that requires grad (use :mod:`mspt.torch`) or an ``out``
-that is not C-contiguous raises a ValueError naming the argument.
+Arguments of one call must all live on one device, in one framework; a mismatch, a device that is neither
+CPU nor CUDA, a dtype the argument cannot take, a PyTorch tensor that requires grad (use :mod:`mspt.torch`)
+or an ``out`` that is not C-contiguous raises a ValueError naming the argument.
 """
 
 from __future__ import annotations
@@ -89,30 +83,18 @@ def placement(name: str, x) -> Placement:
             return Placement(framework, "cuda", index)
         raise ValueError(f"{name}: arrays on DLPack device type {kind} are not supported (expected CPU or CUDA memory)")
     # Only the CUDA array interface: its device is the one that owns the pointer, CuPy tells it.
-    return Placement(framework, "cuda", _cupy().cuda.runtime.pointerGetAttributes(
+    return Placement(framework, "cuda", cupy_module().cuda.runtime.pointerGetAttributes(
         x.__cuda_array_interface__["data"][0]).device)  # fmt: skip
 
 
-def _cupy():
+def cupy_module():
     try:
         return importlib.import_module("cupy")
     except ImportError:
         raise ValueError("CUDA arrays other than PyTorch tensors need CuPy (pip install cupy-cuda12x)") from None
 
 
-def _current_cuda_device(framework: str) -> int | None:
-    """The caller's current CUDA device, where its framework (or CuPy) can tell; None otherwise."""
-    if framework == "torch":
-        import torch
-
-        return torch.cuda.current_device()
-    try:
-        return importlib.import_module("cupy").cuda.runtime.getDevice()
-    except ImportError:
-        return None
-
-
-def _check_torch_tensor(name: str, x) -> None:
+def check_torch_tensor(name: str, x) -> None:
     if x.requires_grad:
         raise ValueError(
             f"{name}: a torch tensor that requires grad; mspt.ops does not track gradients. Use mspt.torch "
@@ -121,22 +103,18 @@ def _check_torch_tensor(name: str, x) -> None:
 
 
 def to_numpy(name: str, x, where: Placement | None = None) -> np.ndarray:
-    """A NumPy array holding ``x``: a view of the same memory for a CPU array that DLPack can describe,
-    one device -> host copy for a CUDA array. Non-array inputs (lists, scalars) go through np.asarray."""
+    """A NumPy array holding ``x``: a view of the same memory for a CPU array that DLPack can describe.
+    Non-array inputs (lists, scalars) go through np.asarray. A CUDA array is refused (ValueError): it is
+    never copied to the host behind the caller's back."""
     if isinstance(x, np.ndarray) or not is_foreign(x):
         return np.asarray(x)
     where = placement(name, x) if where is None else where
-    framework = where.framework
-    if framework == "torch":
-        _check_torch_tensor(name, x)
+    if where.device != "cpu":
+        raise ValueError(f"{name}: {where}; CUDA arrays stay on their device (this path takes host arrays only)")
+    if where.framework == "torch":
+        check_torch_tensor(name, x)
         # A lazily conjugated or negated view cannot be exported; resolving it is the one conversion.
         x = x.resolve_conj().resolve_neg()
-        if where.device == "cuda":
-            return x.cpu().numpy()
-    elif where.device == "cuda":
-        if framework == "cupy" or not hasattr(x, "__dlpack__"):
-            return _cupy().asnumpy(_cupy().asarray(x))
-        return np.asarray(x)  # e.g. a JAX GPU array: its own device -> host transfer
     try:
         return np.from_dlpack(x)
     except (BufferError, RuntimeError, TypeError, ValueError) as err:
@@ -144,33 +122,32 @@ def to_numpy(name: str, x, where: Placement | None = None) -> np.ndarray:
 
 
 def from_numpy(result: np.ndarray, where: Placement):
-    """``result`` as the caller's array type on the caller's device (shares memory on the CPU where the
-    framework can)."""
+    """``result`` as the CPU caller's array type (sharing memory where the framework can)."""
     framework = where.framework
     if framework == "numpy":
         return result
     if framework == "torch":
         import torch
 
-        tensor = torch.from_numpy(result)
-        return tensor if where.device == "cpu" else tensor.to(f"cuda:{where.index}")
-    if where.device == "cuda" and framework != "jax":
-        cupy = _cupy()
-        with cupy.cuda.Device(where.index):
-            return cupy.asarray(result)
+        return torch.from_numpy(result)
     if framework == "jax":
         import jax
 
-        device = jax.devices("cpu" if where.device == "cpu" else "gpu")[where.index if where.device == "cuda" else 0]
-        return jax.device_put(result, device)
+        return jax.device_put(result, jax.devices("cpu")[0])
     module = importlib.import_module(framework)
     return module.from_dlpack(result) if hasattr(module, "from_dlpack") else result
 
 
-def _check_dtype(name: str, arr: np.ndarray, kind: str) -> None:
-    if arr.dtype.kind not in _ACCEPTS[kind]:
+def check_kind(name: str, dtype_kind: str, dtype_name: str, kind: str) -> None:
+    """ValueError naming the argument unless a dtype of NumPy kind ``dtype_kind`` (e.g. "c") may be
+    passed as a ``kind`` argument."""
+    if dtype_kind not in _ACCEPTS[kind]:
         expected = {"complex": "a complex array", "real": "a real array", "mask": "a boolean (or 0/1 integer) array"}
-        raise ValueError(f"{name}: expected {expected[kind]}, got dtype {arr.dtype}")
+        raise ValueError(f"{name}: expected {expected[kind]}, got dtype {dtype_name}")
+
+
+def _check_dtype(name: str, arr: np.ndarray, kind: str) -> None:
+    check_kind(name, arr.dtype.kind, str(arr.dtype), kind)
 
 
 def _convert_result(value, where: Placement, originals: dict):
@@ -196,23 +173,30 @@ def _caller(given: dict, names) -> tuple[Placement, str | None]:
     return NUMPY, None
 
 
-def _route_to_cuda(op, given: dict, caller: Placement, first: str) -> None:
-    """CUDA arrays run on the CUDA backend, on their own device (the current one)."""
-    if "device" not in inspect.signature(op).parameters:
+def _run_on_device(op, device_path, bound, kinds: dict, outputs, caller: Placement, first: str):
+    """A call on CUDA arrays: every array argument on ``caller``'s device and framework, then the
+    operator's CUDA path (``_on_device``), which uses the arrays in place on their own device."""
+    given = bound.arguments
+    if device_path is None:
         raise ValueError(f"{first}: {caller}, but {op.__name__} runs on the CPU only; pass host arrays")
     if given.get("device", "cuda") != "cuda":
         raise ValueError(f"device: {given['device']!r}, but {first} is {caller}; pass device='cuda' or leave it out")
-    current = _current_cuda_device(caller.framework)
-    if current is not None and current != caller.index:
-        raise ValueError(
-            f"{first}: {caller}, but the current CUDA device is cuda:{current}; call inside "
-            f"torch.cuda.device({caller.index}) or cupy.cuda.Device({caller.index})"
-        )
-    given["device"] = "cuda"
+    for name in (*kinds, *outputs):
+        value = given.get(name)
+        if value is None or not (isinstance(value, np.ndarray) or is_foreign(value)):
+            continue  # scalars, lists, an mspt.Probe: copied to the device by the CUDA path
+        where = placement(name, value)
+        if where != caller:
+            raise ValueError(f"{name}: {where}, but {first} is {caller}; pass every array on one device")
+    from . import _device_arrays, _on_device
+
+    bound.apply_defaults()
+    arguments = dict(bound.arguments, device="cuda")
+    return getattr(_on_device, device_path)(**arguments, call=_device_arrays.DeviceCall(caller, first))
 
 
 def _to_host_arguments(given: dict, kinds: dict, outputs, caller: Placement, first: str) -> dict:
-    """Replace every array argument by its NumPy view (or host copy); returns {id(view): caller's object}
+    """Replace every array argument of a CPU call by its NumPy view; returns {id(view): caller's object}
     for the ``out`` buffers, which go back to the caller as its own objects."""
     originals = {}
     for name in (*kinds, *outputs):
@@ -220,12 +204,12 @@ def _to_host_arguments(given: dict, kinds: dict, outputs, caller: Placement, fir
         if value is None or (not isinstance(value, np.ndarray) and not is_foreign(value)):
             continue  # scalars, lists, an mspt.Probe: the operator reads them as before
         where = placement(name, value)
-        if where != caller and not (where == NUMPY and caller.device == "cpu"):
+        if where != caller and where != NUMPY:
             raise ValueError(f"{name}: {where}, but {first} is {caller}; pass every array on one device")
         arr = to_numpy(name, value, where)
         if name in kinds:
             _check_dtype(name, arr, kinds[name])
-        elif caller.device != "cpu" or not arr.flags.c_contiguous or not arr.flags.writeable:
+        elif not arr.flags.c_contiguous or not arr.flags.writeable:
             raise ValueError(f"{name}: expected a C-contiguous, writable {caller.framework} array on the CPU")
         else:
             originals[id(arr)] = value
@@ -233,12 +217,13 @@ def _to_host_arguments(given: dict, kinds: dict, outputs, caller: Placement, fir
     return originals
 
 
-def accepts_arrays(outputs: tuple[str, ...] = (), **kinds: str):
+def accepts_arrays(outputs: tuple[str, ...] = (), device_path: str | None = None, **kinds: str):
     """Decorator: the named arguments of an operator accept any array kind (see the module docstring).
 
     ``kinds`` maps argument names to "complex", "real" or "mask" (the dtypes each may hold); ``outputs``
-    names ``out=``-style arguments, which must be C-contiguous and writable. A call with NumPy arrays only
-    runs the operator unchanged (apart from the dtype check)."""
+    names ``out=``-style arguments, which must be C-contiguous and writable. ``device_path`` names the
+    operator's CUDA path in ``_on_device`` (same parameters, plus ``call``); without one, CUDA arrays are
+    refused. A call with NumPy arrays only runs the operator unchanged (apart from the dtype check)."""
     for kind in kinds.values():
         if kind not in _ACCEPTS:
             raise ValueError(f"kind: expected one of {tuple(_ACCEPTS)}, got {kind!r}")
@@ -257,7 +242,7 @@ def accepts_arrays(outputs: tuple[str, ...] = (), **kinds: str):
                         _check_dtype(name, given[name], kind)
                 return op(*args, **kwargs)
             if caller.device == "cuda":
-                _route_to_cuda(op, given, caller, first)
+                return _run_on_device(op, device_path, bound, kinds, outputs, caller, first)
             originals = _to_host_arguments(given, kinds, outputs, caller, first)
             return _convert_result(op(*bound.args, **bound.kwargs), caller, originals)
 

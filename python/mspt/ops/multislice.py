@@ -146,13 +146,9 @@ def bandlimit_cutoff_invA(sampling_A) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Call:
-    """Validated, converted arguments of one call."""
+class _Scalars:
+    """The validated scalar arguments of a multislice call: everything the engine takes besides arrays."""
 
-    slices: np.ndarray
-    probe: np.ndarray
-    positions: np.ndarray
-    precision: str
     dz_A: float
     wavelength_A: float
     sampling_A: tuple[float, float]
@@ -160,8 +156,31 @@ class _Call:
     tilt_rad: tuple[float, float]
     cutoff_invA: float
     bandlimit: bool
-    device: str
     threads: int
+
+    def native(self) -> tuple:
+        """The engine's ``run`` arguments after the three arrays, in order."""
+        return (
+            self.dz_A, self.wavelength_A, self.sampling_A[0], self.sampling_A[1], self.tan_tilt[0], self.tan_tilt[1],
+            self.cutoff_invA, self.bandlimit,
+        )  # fmt: skip
+
+    @property
+    def tilt_mrad_factors(self) -> np.ndarray:
+        """dL/dtilt_mrad = dL/dtan(tilt) times these: the engine differentiates w.r.t. tan(t), the API speaks mrad."""
+        return np.array([1e-3 / math.cos(t) ** 2 for t in self.tilt_rad])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """Validated, converted arguments of one call."""
+
+    slices: np.ndarray
+    probe: np.ndarray
+    positions: np.ndarray
+    precision: str
+    device: str
+    scalars: _Scalars
 
     @property
     def real_dtype(self):
@@ -179,15 +198,12 @@ class _Call:
 
     def engine(self):
         B, S, M, ny, nx = self.shape
-        return _backend.multislice_engine(self.device, self.precision, ny, nx, S, M, self.threads)
+        return _backend.multislice_engine(self.device, self.precision, ny, nx, S, M, self.scalars.threads)
 
     def run(self, **outputs) -> float:
         engine, lock = self.engine()
         with lock:
-            return engine.run(
-                self.slices, self.probe, self.positions, self.dz_A, self.wavelength_A, self.sampling_A[0],
-                self.sampling_A[1], self.tan_tilt[0], self.tan_tilt[1], self.cutoff_invA, self.bandlimit, **outputs,
-            )  # fmt: skip
+            return engine.run(self.slices, self.probe, self.positions, *self.scalars.native(), **outputs)
 
 
 def _finite_positive(name: str, value) -> float:
@@ -198,8 +214,8 @@ def _pair(name: str, value, unit: str) -> tuple[float, float]:
     return _v.pair(name, value, unit)
 
 
-def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, device, threads) -> _Call:
-    _backend.check_device(device)
+def _probe_defaults(probe, energy_eV, sampling_A):
+    """(probe array, energy_eV, sampling_A): an :class:`mspt.Probe` supplies what is not given."""
     if isinstance(probe, Probe):
         energy_eV = probe.energy_eV if energy_eV is None else energy_eV
         sampling_A = probe.sampling_A if sampling_A is None else sampling_A
@@ -208,30 +224,26 @@ def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad
         raise ValueError("energy_eV: required (beam energy in eV) unless probe is an mspt.Probe")
     if sampling_A is None:
         raise ValueError("sampling_A: required (object pixel size (dy, dx) in A) unless probe is an mspt.Probe")
-    slices = np.asarray(slices)
-    probe = np.asarray(probe)
-    if slices.ndim == 2:
-        slices = slices[None]
-    if probe.ndim == 2:
-        probe = probe[None]
-    if slices.ndim != 3:
-        raise ValueError(f"slices: expected shape (S, H, W) of complex transmission functions, got {slices.shape}")
-    if probe.ndim != 3:
-        raise ValueError(f"probe: expected shape (modes, ny, nx) or (ny, nx), got {probe.shape}")
-    for name, arr in (("slices", slices), ("probe", probe)):
-        if not (np.issubdtype(arr.dtype, np.complexfloating) or np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"{name}: expected a complex array, got dtype {arr.dtype}")
-    precision = "double" if (slices.dtype == np.complex128 or probe.dtype == np.complex128) else "single"
-    cdtype = np.complex128 if precision == "double" else np.complex64
-    slices = np.ascontiguousarray(slices, dtype=cdtype)
-    probe = np.ascontiguousarray(probe, dtype=cdtype)
-    positions = np.ascontiguousarray(positions_px, dtype=np.float64)
-    if positions.ndim == 1 and positions.shape == (2,):
-        positions = positions[None]
-    if positions.ndim != 2 or positions.shape[1] != 2:
-        raise ValueError(f"positions_px: expected shape (B, 2) of (y, x) pixel positions, got {positions.shape}")
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("positions_px: expected finite positions")
+    return probe, energy_eV, sampling_A
+
+
+def _engine_shapes(slices_shape, probe_shape, positions_shape):
+    """The (S, H, W), (M, ny, nx) and (B, 2) shapes the engine takes, from the shapes given: one slice, one
+    probe mode and one position may come without their leading axis."""
+    slices_shape, probe_shape, positions_shape = tuple(slices_shape), tuple(probe_shape), tuple(positions_shape)
+    slices_shape = (1, *slices_shape) if len(slices_shape) == 2 else slices_shape
+    probe_shape = (1, *probe_shape) if len(probe_shape) == 2 else probe_shape
+    positions_shape = (1, 2) if positions_shape == (2,) else positions_shape
+    if len(slices_shape) != 3:
+        raise ValueError(f"slices: expected shape (S, H, W) of complex transmission functions, got {slices_shape}")
+    if len(probe_shape) != 3:
+        raise ValueError(f"probe: expected shape (modes, ny, nx) or (ny, nx), got {probe_shape}")
+    if len(positions_shape) != 2 or positions_shape[1] != 2:
+        raise ValueError(f"positions_px: expected shape (B, 2) of (y, x) pixel positions, got {positions_shape}")
+    return slices_shape, probe_shape, positions_shape
+
+
+def _scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads) -> _Scalars:
     dz_A = _finite_positive("dz_A", dz_A)
     wavelength = _wavelength_A(_finite_positive("energy_eV", energy_eV))
     sampling = _pair("sampling_A", sampling_A, "angstrom")
@@ -241,15 +253,36 @@ def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad
     tilt_rad = (tilt[0] * 1e-3, tilt[1] * 1e-3)
     if max(abs(t) for t in tilt_rad) >= math.pi / 2:
         raise ValueError(f"tilt_mrad: expected |tilt| < {1e3 * math.pi / 2:.0f} mrad, got {tilt_mrad!r}")
-    threads = 0 if threads is None else int(threads)
-    return _Call(
-        slices=slices, probe=probe, positions=positions, precision=precision, dz_A=dz_A, wavelength_A=wavelength,
-        sampling_A=sampling, tan_tilt=(math.tan(tilt_rad[0]), math.tan(tilt_rad[1])), tilt_rad=tilt_rad,
-        cutoff_invA=bandlimit_cutoff_invA(sampling), bandlimit=bool(bandlimit), device=device, threads=threads,
+    return _Scalars(
+        dz_A=dz_A, wavelength_A=wavelength, sampling_A=sampling, tan_tilt=(math.tan(tilt_rad[0]), math.tan(tilt_rad[1])),
+        tilt_rad=tilt_rad, cutoff_invA=bandlimit_cutoff_invA(sampling), bandlimit=bool(bandlimit),
+        threads=0 if threads is None else int(threads),
     )  # fmt: skip
 
 
-@accepts_arrays(outputs=("out",), slices="complex", probe="complex", positions_px="real")
+def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, device, threads) -> _Call:
+    _backend.check_device(device)
+    probe, energy_eV, sampling_A = _probe_defaults(probe, energy_eV, sampling_A)
+    slices = np.asarray(slices)
+    probe = np.asarray(probe)
+    positions = np.asarray(positions_px, dtype=np.float64)
+    slices_shape, probe_shape, positions_shape = _engine_shapes(slices.shape, probe.shape, positions.shape)
+    slices, probe, positions = slices.reshape(slices_shape), probe.reshape(probe_shape), positions.reshape(positions_shape)
+    for name, arr in (("slices", slices), ("probe", probe)):
+        if not (np.issubdtype(arr.dtype, np.complexfloating) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{name}: expected a complex array, got dtype {arr.dtype}")
+    precision = "double" if (slices.dtype == np.complex128 or probe.dtype == np.complex128) else "single"
+    cdtype = np.complex128 if precision == "double" else np.complex64
+    slices = np.ascontiguousarray(slices, dtype=cdtype)
+    probe = np.ascontiguousarray(probe, dtype=cdtype)
+    positions = np.ascontiguousarray(positions)
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions_px: expected finite positions")
+    scalars = _scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads)
+    return _Call(slices=slices, probe=probe, positions=positions, precision=precision, device=device, scalars=scalars)
+
+
+@accepts_arrays(outputs=("out",), device_path="multislice_forward", slices="complex", probe="complex", positions_px="real")
 def multislice_forward(
     slices,
     probe,
@@ -283,7 +316,9 @@ def multislice_forward(
     record_tape : also return a :class:`MultisliceTape` of this pass, for :func:`multislice_vjp` to start
         from (CPU only; memory: :func:`multislice_tape_bytes`).
     tape_with_tilt : record in the tape what the tilt gradient needs too (about twice the memory).
-    device : "cpu" or "cuda".
+    device : "cpu" or "cuda" (NumPy arrays on the current CUDA device). CUDA arrays (PyTorch, CuPy, ...) run
+        on their own GPU, in place, on the caller's current stream, and come back as the caller's type
+        (docs: embedding).
     threads : CPU threads (default: OpenMP's).
     out : optional (B, ny, nx) array for the intensities.
 
@@ -328,15 +363,16 @@ def _gradient_outputs(call: _Call, wrt: set[str]) -> dict:
 def _grads(call: _Call, outputs: dict, **extra) -> MultisliceGrads:
     tilt = outputs["grad_tilt"]
     if tilt is not None:
-        # The engine differentiates w.r.t. tan(t); the API speaks mrad.
-        tilt = tilt * np.array([1e-3 / math.cos(t) ** 2 for t in call.tilt_rad])
+        tilt = tilt * call.scalars.tilt_mrad_factors
     return MultisliceGrads(
         slices=outputs["grad_slices"], probe=outputs["grad_probe"], positions_px=outputs["grad_positions"],
         tilt_mrad=tilt, **extra,
     )  # fmt: skip
 
 
-@accepts_arrays(grad_intensities="real", slices="complex", probe="complex", positions_px="real")
+@accepts_arrays(
+    device_path="multislice_vjp", grad_intensities="real", slices="complex", probe="complex", positions_px="real"
+)
 def multislice_vjp(
     grad_intensities,
     slices,
@@ -389,7 +425,7 @@ def _check_tape(tape, call: _Call, wrt: set[str]) -> None:
         raise ValueError("tape: recorded without tape_with_tilt=True, which the tilt gradient needs")
 
 
-@accepts_arrays(data="real", slices="complex", probe="complex", positions_px="real")
+@accepts_arrays(device_path="multislice_loss_grad", data="real", slices="complex", probe="complex", positions_px="real")
 def multislice_loss_grad(
     data,
     slices,

@@ -48,10 +48,22 @@ def tilt_series_rotations(tilts_deg) -> np.ndarray:
     return np.stack([rotation_about_y(t) for t in tilts])
 
 
+def _rotation_count(shape) -> int:
+    """T of a (T, 3, 3) stack of rotations; ValueError otherwise."""
+    shape = tuple(shape)
+    if len(shape) != 3 or shape[1:] != (3, 3) or shape[0] < 1:
+        raise ValueError(f"rotation: expected shape (T, 3, 3) of rotation matrices, got {shape}")
+    return int(shape[0])
+
+
+def _check_shifts_shape(shape, n: int) -> None:
+    if tuple(shape) not in ((n, 2), (2,)):
+        raise ValueError(f"shifts_A: expected shape ({n}, 2) of (dy, dx) in angstrom, got {tuple(shape)}")
+
+
 def _rotations(rotation) -> np.ndarray:
     rot = np.ascontiguousarray(rotation, dtype=np.float64)
-    if rot.ndim != 3 or rot.shape[1:] != (3, 3) or rot.shape[0] < 1:
-        raise ValueError(f"rotation: expected shape (T, 3, 3) of rotation matrices, got {rot.shape}")
+    _rotation_count(rot.shape)
     if not np.all(np.isfinite(rot)):
         raise ValueError("rotation: expected finite matrices")
     gram = np.einsum("tab,tcb->tac", rot, rot) - np.eye(3)
@@ -69,8 +81,7 @@ def _shifts(shifts_A, n: int) -> np.ndarray:
     if shifts_A is None:
         return np.zeros((n, 2))
     shifts = np.asarray(shifts_A, dtype=np.float64)
-    if shifts.shape not in ((n, 2), (2,)):
-        raise ValueError(f"shifts_A: expected shape ({n}, 2) of (dy, dx) in angstrom, got {shifts.shape}")
+    _check_shifts_shape(shifts.shape, n)
     if not np.all(np.isfinite(shifts)):
         raise ValueError("shifts_A: expected finite shifts")
     return np.ascontiguousarray(np.broadcast_to(shifts, (n, 2)))
@@ -106,16 +117,44 @@ def _module(device: str):
     return _core if device == "cpu" else _backend.cuda_module()
 
 
-def _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A):
-    rot = _rotations(rotation)
-    shifts = _shifts(shifts_A, rot.shape[0])
+def _sizes(voxel_size_A, pixel_size_A, step_A) -> tuple[float, float, float]:
+    """(voxel, pixel, step) in A; the pixel size and the ray step default to the voxel size."""
     voxel = _finite_positive("voxel_size_A", voxel_size_A)
     pixel = voxel if pixel_size_A is None else _finite_positive("pixel_size_A", pixel_size_A)
     step = voxel if step_A is None else _finite_positive("step_A", step_A)
-    return rot, shifts, voxel, pixel, step
+    return voxel, pixel, step
 
 
-@accepts_arrays(volume="real", rotation="real", shifts_A="real")
+def _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A):
+    rot = _rotations(rotation)
+    shifts = _shifts(shifts_A, rot.shape[0])
+    return (rot, shifts, *_sizes(voxel_size_A, pixel_size_A, step_A))
+
+
+def _check_stack(name: str, shape, axes: str) -> None:
+    """ValueError unless ``shape`` is 3D (``axes`` names them, e.g. "(Z, Y, X)")."""
+    if len(shape) != 3:
+        raise ValueError(f"{name}: expected shape {axes}, got {tuple(shape)}")
+
+
+def _check_count(name: str, count: int, n: int) -> None:
+    if count != n:
+        raise ValueError(f"{name}: expected {n} projections (one per rotation), got {count}")
+
+
+def _volume_shape(volume_shape) -> tuple[int, int, int]:
+    if volume_shape is None:
+        raise ValueError("volume_shape: expected (Z, Y, X), got None")
+    return _shape("volume_shape", volume_shape, 3)
+
+
+def _check_vjp_shape(shape, projection_shape) -> None:
+    """``shape``, where given, must be the cotangents' (Py, Px)."""
+    if shape is not None and _shape("shape", shape, 2) != tuple(projection_shape):
+        raise ValueError(f"shape: {tuple(shape)} differs from the projections' {tuple(projection_shape)}")
+
+
+@accepts_arrays(device_path="project", volume="real", rotation="real", shifts_A="real")
 def project(
     volume,
     rotation,
@@ -140,18 +179,19 @@ def project(
     pixel_size_A : projection pixel size; default the voxel size.
     step_A : sample spacing along each ray; default the voxel size.
     threads : CPU threads (default: OpenMP's); ignored on the GPU.
-    device : "cpu" or "cuda" (the current CUDA device; float32 like the CPU, agreeing with it to rounding).
+    device : "cpu" or "cuda" (NumPy arrays on the current CUDA device; float32 like the CPU, agreeing with it
+        to rounding). CUDA arrays (PyTorch, CuPy, ...) run on their own GPU, in place, on the caller's
+        current stream, and come back as the caller's type (docs: embedding).
     """
     module = _module(device)
     vol = np.ascontiguousarray(volume, dtype=np.float32)
-    if vol.ndim != 3:
-        raise ValueError(f"volume: expected shape (Z, Y, X), got {vol.shape}")
+    _check_stack("volume", vol.shape, "(Z, Y, X)")
     rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
     py, px = vol.shape[1:] if shape is None else _shape("shape", shape, 2)
     return module.project(vol, rot, shifts, voxel, py, px, pixel, step, _threads(threads))
 
 
-@accepts_arrays(projections="real", rotation="real", shifts_A="real")
+@accepts_arrays(device_path="backproject", projections="real", rotation="real", shifts_A="real")
 def backproject(
     projections,
     rotation,
@@ -170,14 +210,10 @@ def backproject(
     is not bitwise reproducible from run to run."""
     module = _module(device)
     proj = np.ascontiguousarray(projections, dtype=np.float32)
-    if proj.ndim != 3:
-        raise ValueError(f"projections: expected shape (T, Py, Px), got {proj.shape}")
-    if volume_shape is None:
-        raise ValueError("volume_shape: expected (Z, Y, X), got None")
-    nz, ny, nx = _shape("volume_shape", volume_shape, 3)
+    _check_stack("projections", proj.shape, "(T, Py, Px)")
+    nz, ny, nx = _volume_shape(volume_shape)
     rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
-    if proj.shape[0] != rot.shape[0]:
-        raise ValueError(f"projections: expected {rot.shape[0]} projections (one per rotation), got {proj.shape[0]}")
+    _check_count("projections", proj.shape[0], rot.shape[0])
     return module.backproject(proj, rot, shifts, voxel, nz, ny, nx, pixel, step, _threads(threads))
 
 
@@ -201,7 +237,17 @@ class ProjectionGrads:
     shifts_A: np.ndarray | None = None
 
 
-@accepts_arrays(grad_projections="real", volume="real", rotation="real", shifts_A="real")
+def _pose_wrt(wrt) -> set[str]:
+    wrt = {wrt} if isinstance(wrt, str) else set(wrt)
+    unknown = wrt - set(_POSE_WRT)
+    if unknown:
+        raise ValueError(f"wrt: unknown {sorted(unknown)}; expected a subset of {_POSE_WRT}")
+    return wrt
+
+
+@accepts_arrays(
+    device_path="project_vjp", grad_projections="real", volume="real", rotation="real", shifts_A="real"
+)
 def project_vjp(
     grad_projections,
     volume,
@@ -227,23 +273,14 @@ def project_vjp(
     reproducible, equal to the CPU up to summation order) and the volume part is the GPU back-projection.
     Other arguments as in :func:`project`."""
     module = _module(device)
-    wrt = {wrt} if isinstance(wrt, str) else set(wrt)
-    unknown = wrt - set(_POSE_WRT)
-    if unknown:
-        raise ValueError(f"wrt: unknown {sorted(unknown)}; expected a subset of {_POSE_WRT}")
+    wrt = _pose_wrt(wrt)
     grad = np.ascontiguousarray(grad_projections, dtype=np.float32)
-    if grad.ndim != 3:
-        raise ValueError(f"grad_projections: expected shape (T, Py, Px), got {grad.shape}")
-    if shape is not None and _shape("shape", shape, 2) != grad.shape[1:]:
-        raise ValueError(f"shape: {tuple(shape)} differs from the projections' {grad.shape[1:]}")
+    _check_stack("grad_projections", grad.shape, "(T, Py, Px)")
+    _check_vjp_shape(shape, grad.shape[1:])
     vol = np.ascontiguousarray(volume, dtype=np.float32)
-    if vol.ndim != 3:
-        raise ValueError(f"volume: expected shape (Z, Y, X), got {vol.shape}")
+    _check_stack("volume", vol.shape, "(Z, Y, X)")
     rot, shifts, voxel, pixel, step = _common(rotation, shifts_A, voxel_size_A, pixel_size_A, step_A)
-    if grad.shape[0] != rot.shape[0]:
-        raise ValueError(
-            f"grad_projections: expected {rot.shape[0]} projections (one per rotation), got {grad.shape[0]}"
-        )
+    _check_count("grad_projections", grad.shape[0], rot.shape[0])
     n_threads = _threads(threads)
     d_volume = d_rot = d_shift = None
     if "volume" in wrt:
