@@ -1,5 +1,6 @@
-// The arguments of one multislice call, shared by the CPU and CUDA backends. Pointers are host pointers
-// for both (the CUDA engine stages them through device buffers it owns); shapes are given in comments.
+// The arguments of one multislice call, shared by the CPU and CUDA backends. Pointers are host pointers for
+// the CPU; for the CUDA engine they are device pointers of the call's device (its host-array entry point
+// stages host arrays through device buffers it owns first); shapes are given in comments.
 // A null output pointer means "not requested".
 #pragma once
 

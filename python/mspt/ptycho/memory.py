@@ -368,9 +368,11 @@ def _cuda_components(z: _Sizes, batch: int, free: float) -> tuple[list[MemoryCom
     calls = max(batch, z.search, CURVATURE_SAMPLE)
     stack = z.M * z.n * COMPLEX64
     waves = z.S + (z.S - 1 if z.tilt else 0)
-    shifted = 1 if z.config.likelihood == "poisson" else 0
-    per_position = stack * (waves + 3) + z.n * FLOAT32 * (3 + shifted) + (z.ny + z.nx) * COMPLEX64 + 16
-    call_bytes = 2 * z.object + 3 * z.probe + z.n * (COMPLEX64 + 1) + calls * (8 + 16 + 16 + 16)
+    # Per position of a chunk: the waves, far field, work and gradient stacks, intensity and dL/dI, the ramps.
+    per_position = stack * (waves + 3) + z.n * FLOAT32 * 2 + (z.ny + z.nx) * COMPLEX64 + 16
+    # Per call: the object and its gradient, three probe stacks, the propagator and band, and the whole
+    # batch staged from the host: its patterns, positions, their gradient, tilt terms and losses.
+    call_bytes = 2 * z.object + 3 * z.probe + z.n * (COMPLEX64 + 1) + calls * (z.n * FLOAT32 + 16 + 16 + 16 + 8 + 8)
     fit = int(CUDA_MEMORY_SHARE * max(free - call_bytes, 0) / (per_position + stack))
     chunk = max(1, min(CUDA_MAX_CHUNK, calls, fit))
     comps = [
