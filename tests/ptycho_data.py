@@ -6,6 +6,7 @@ no ``__init__.py``); benchmarks put ``tests/`` on ``sys.path`` first (``benchmar
 
     ds = ptycho_data.dataset()                              # the default scan, cached on disk
     ds = ptycho_data.dataset(tilt_mrad=(5, -3), position_rms_A=0.5, source_size_A=0.3)
+    ds = ptycho_data.dataset(ptycho_data.THICK_CRYSTAL)      # a preset: 70 A of SrTiO3
     reg = ptycho_data.register_phase(summed_phase, ds, offset_px=...)   # reg.r, reg.phase, reg.truth
 
 How the scan is simulated (everything in mspt's conventions: arrays (y, x), A, eV, mrad)
@@ -227,6 +228,12 @@ class SimParams:
                 del fields[name]
         text = json.dumps([FORMAT_VERSION, abtem.__version__, fields], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Presets (parameter sets more than one test or benchmark uses).
+# A thick crystal for the peer benchmarks (benchmarks/test_bench_ptycho_thick.py): SrTiO3 [001] 18 cells
+# (70.3 A, 36 abTEM slices) thick, otherwise the default scan; a few seconds of simulation.
+THICK_CRYSTAL = SimParams(thickness_cells=18)
 
 
 @dataclasses.dataclass(frozen=True)
