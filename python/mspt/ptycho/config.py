@@ -56,8 +56,10 @@ class PtychoConfig:
             level), or "fixed" (run all ``iterations``).
         validation_fraction : share of the positions held out for validation.
         patience : iterations without a better validation loss before stopping.
-        batch_size : probe positions per gradient step; "auto": the largest of 64, 32, ... 1 that fits the
-            memory budgets (memory.py).
+        batch_size : probe positions per gradient step; "auto": a power of two near 1/16 of the scan's
+            positions, within 8 .. 64, halved until the run fits the memory budgets (memory.py). Scans of
+            1024 positions and more get 64 either way; a smaller scan converges in far fewer passes with
+            "auto" (70 A of SrTiO3, 16 x 16 positions: 23 passes to r 0.9977 with 16 against 87 with 64).
         likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
         object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
         probe_modes : mixed-state probe modes (kept orthogonal).

@@ -41,6 +41,7 @@ import numpy as np
 from .. import _validate, ops
 from ..probe import make_probe
 from .config import PtychoConfig
+from .memory import preferred_batch_size
 from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .position_search import FINE_STEP_PX, coarse_step_px, disk_offsets, refine_offsets
@@ -76,6 +77,8 @@ class PtychoEngine:
     def __init__(self, scan: PtychoScan, config: PtychoConfig, state: dict):
         self.scan = scan
         self.config = config
+        # reconstruct() resolves "auto" with the memory plan; an engine started directly takes the preference.
+        self.batch_size = config.batch_size if config.batch_size != "auto" else preferred_batch_size(scan.n_positions)
         self.sampling_A = scan.sampling_A
         self.window = scan.pattern_shape
         self.slices: np.ndarray = state["slices"]
@@ -187,7 +190,7 @@ class PtychoEngine:
         return first >= 0 and self.iteration >= first
 
     def _batches(self) -> list[np.ndarray]:
-        training, size = self.training, self.config.batch_size
+        training, size = self.training, self.batch_size
         if self._data is not None:
             order = training[self.rng.permutation(len(training))]
             return [order[i : i + size] for i in range(0, len(order), size)]
@@ -280,8 +283,8 @@ class PtychoEngine:
             return float("nan")
         cfg = self.config
         refine = self._refining(cfg.refine_positions_from)
-        for i in range(0, len(self.validation), cfg.batch_size):
-            batch = self.validation[i : i + cfg.batch_size]
+        for i in range(0, len(self.validation), self.batch_size):
+            batch = self.validation[i : i + self.batch_size]
             fit = ops.multislice_loss_grad(
                 self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
