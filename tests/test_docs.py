@@ -51,7 +51,7 @@ def code_blocks(page: str) -> list[str]:
     return [textwrap.dedent(block) for block in blocks]
 
 
-@pytest.mark.parametrize("page", ["operators.rst", "ptychography.rst", "embedding.rst", "joint.rst"])
+@pytest.mark.parametrize("page", ["operators.rst", "ptychography.rst", "tomography.rst", "embedding.rst", "joint.rst"])
 def test_pages_code_runs_as_written(page):
     if page == "embedding.rst":
         pytest.importorskip("torch")

@@ -70,6 +70,12 @@ def test_config_must_be_a_tomo_config():
         (dict(joint_damping=-1.0), "joint_damping"),
         (dict(pose_trust_region="yes"), "pose_trust_region"),
         (dict(rotation_prior_deg=0.0), "rotation_prior_deg"),
+        (dict(atom_polish="yes"), "atom_polish"),
+        (dict(atom_threshold=0.0), "atom_threshold"),
+        (dict(atom_threshold=1.5), "atom_threshold"),
+        (dict(atom_separation_A=-1.0), "atom_separation_A"),
+        (dict(atom_iterations=2.5), "atom_iterations"),
+        (dict(atom_iterations=0), "atom_iterations"),
     ],
 )
 def test_bad_settings_name_the_field(settings, field):

@@ -65,13 +65,19 @@ def perturbed_poses(rng, tilts_deg, max_rotation_deg, max_shift_A):
     return nominal, true_rotation, shifts
 
 
-def pose_errors(rotation, shifts_A, true_rotation, true_shifts_A):
-    """(rms rotation error in degrees, rms shift error in A per axis) after the best common rotation and 3D
-    translation (the gauge) has been taken out."""
+def rotation_errors(rotation, true_rotation) -> np.ndarray:
+    """(T, 3) each rotation's error as a rotation vector (x, y, z) in degrees, after the best common rotation
+    (the rotation part of the gauge) has been taken out."""
     w = rotation_log(rotation @ np.swapaxes(true_rotation, 1, 2))
     g = np.mean(np.einsum("tba,tb->ta", true_rotation, w), axis=0)
     aligned = rotation @ rotation_exp(-g)  # R_est G^-1 with G the common rotation
-    angle = np.degrees(np.linalg.norm(rotation_log(aligned @ np.swapaxes(true_rotation, 1, 2)), axis=-1))
+    return np.degrees(rotation_log(aligned @ np.swapaxes(true_rotation, 1, 2)))
+
+
+def pose_errors(rotation, shifts_A, true_rotation, true_shifts_A):
+    """(rms rotation error in degrees, rms shift error in A per axis) after the best common rotation and 3D
+    translation (the gauge) has been taken out."""
+    angle = np.linalg.norm(rotation_errors(rotation, true_rotation), axis=-1)
     rows = translation_gauge_rows(true_rotation).reshape(-1, 3)
     diff = (np.asarray(shifts_A) - true_shifts_A).reshape(-1)
     c = np.linalg.lstsq(rows, diff, rcond=None)[0]

@@ -78,6 +78,20 @@ class TomoConfig:
             volume-and-rotation Gauss-Newton step used where rotations are refined (:mod:`mspt.tomo.joint_step`).
         pose_smoothing_px : Gaussian blur (pixels of the level) of the misfit the pose step minimises; it
             smooths the kinks trilinear interpolation puts in the misfit (see :mod:`mspt.tomo.pose_update`).
+    Atom-model pose polish (recommended for atomic-resolution volumes of separate atoms)
+        atom_polish : after the last level, refine the poses once more together with a model of Gaussian atoms
+            (position, amplitude and width each) found in the volume, projected exactly
+            (:mod:`mspt.tomo.atom_polish`); the final volume is then solved at those poses. The voxel volume
+            has room to absorb most of what a tilt angle does to its projection, the atoms have not: on the
+            alignment test's blob phantom it brings the rotations from 0.17-0.66 to 0.056-0.077 degree rms
+            (10 noise seeds; 0.056 is the bound with the volume known). If the misfit the atoms leave holds
+            structure that a volume projects to (a background or support, atoms not resolved), the voxel poses
+            are kept with a warning. Its cost is a few volume solves (126-168 projector calls there, on top of
+            654) plus the atom fit, which grows with atoms x tilts x (8 widths / pixel)^2.
+        atom_threshold : peaks of the (smoothed) volume above the background plus this fraction of its range
+            start the model; atoms it misses are found in the misfit left and kept if they pay for themselves.
+        atom_separation_A : peaks closer than this (A) are one atom.
+        atom_iterations : Levenberg-Marquardt steps of each joint refinement of the atoms and the poses.
     Constraints
         threshold : voxels of the coarsest volume above ``threshold`` x its maximum make up the support core.
         support : restrict the volume to that core dilated by ``support_dilation_A`` (A).
@@ -117,6 +131,10 @@ class TomoConfig:
     max_rotation_step_deg: float = 1.0
     max_shift_step_A: float = 2.0
     pose_smoothing_px: float = 1.0
+    atom_polish: bool = False
+    atom_threshold: float = 0.2
+    atom_separation_A: float = 1.5
+    atom_iterations: int = 20
     pose_solver: str = "gauss_newton"
     pose_momentum: float = 0.5
     pose_trust_region: bool = False
@@ -183,7 +201,10 @@ class TomoConfig:
         v.positive("joint_iterations", self.joint_iterations, integer=True)
         v.positive("joint_damping", self.joint_damping, allow_zero=True)
         v.fraction("threshold", self.threshold)
-        for name in ("support", "nonnegative", "progress", "pose_trust_region"):
+        v.fraction("atom_threshold", self.atom_threshold, low=1e-3, high=1.0)
+        v.positive("atom_separation_A", self.atom_separation_A)
+        v.positive("atom_iterations", self.atom_iterations, integer=True)
+        for name in ("support", "nonnegative", "progress", "pose_trust_region", "atom_polish"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         v.positive("support_dilation_A", self.support_dilation_A, allow_zero=True)
