@@ -107,6 +107,8 @@ py::ssize_t check_poses(const py::array& rotations, const py::array& shifts, con
   return T;
 }
 
+template <void (*Project)(const float*, const mspt::ProjectorGeometry&, const double*, const double*, int64_t, int,
+                          float*)>
 py::array project_py(const py::array& volume, const py::array& rotations, const py::array& shifts, double voxel_A,
                      int py_, int px, double pixel_A, double step_A, int threads) {
   const float* vol = mspt::check_array<float>("volume", volume, {-1, -1, -1}, false);
@@ -117,7 +119,7 @@ py::array project_py(const py::array& volume, const py::array& rotations, const 
   py::array_t<float> out({T, py::ssize_t(py_), py::ssize_t(px)});
   {
     py::gil_scoped_release release;
-    mspt::project_cpu(vol, g, rot, shift, T, threads, out.mutable_data());
+    Project(vol, g, rot, shift, T, threads, out.mutable_data());
   }
   return out;
 }
@@ -232,7 +234,10 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
         return is_double(p) ? overlap_add_py<double>(p, pos, h, w) : overlap_add_py<float>(p, pos, h, w);
       },
       "patches"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a);
-  m.def("project", &project_py, "volume"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "py"_a, "px"_a,
+  m.def("_project_pixelwise", &project_py<mspt::project_pixelwise_cpu>, "volume"_a, "rotation"_a, "shifts_A"_a,
+        "voxel_size_A"_a, "py"_a, "px"_a, "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
+        "project computed pixel by pixel with the CUDA kernel's body (for tests).");
+  m.def("project", &project_py<mspt::project_cpu>, "volume"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "py"_a, "px"_a,
         "pixel_size_A"_a, "step_A"_a, "threads"_a = 0,
         "Line integrals of volume (Z, Y, X) float32 along z after each pose -> (T, Py, Px) float32.");
   m.def("backproject", &backproject_py, "projections"_a, "rotation"_a, "shifts_A"_a, "voxel_size_A"_a, "nz"_a,

@@ -1,6 +1,8 @@
 // The tomographic projector on the CPU and its exact transpose, the back-projector. Both run the kernel
-// bodies of kernels/projector_body.h; the back-projector is deterministic (no atomics, the same result for
-// any number of threads).
+// bodies of kernels/projector_body.h (ray geometry, cells, trilinear_weights) in two-pass blocks of samples: one
+// pass finds the cells of a block (vectorised), the other reads or adds to their corners (cpu/projector_cells.h,
+// in AVX2 in the _core_avx2 build). Both work on copies padded with zeros, so no sample needs a bounds check.
+// The back-projector is deterministic (no atomics, the same result for any number of threads).
 #pragma once
 
 #include <stdint.h>
@@ -14,13 +16,18 @@ namespace mspt {
 void project_cpu(const float* volume, const ProjectorGeometry& g, const double* rotations, const double* shifts_A,
                  int64_t n_proj, int threads, float* projections);
 
+// project_cpu computed pixel by pixel with project_pixel, the body the CUDA projector runs in each thread: the
+// tests compare it with project_cpu, so the CPU tests cover the GPU's arithmetic. Not tuned; not for use.
+void project_pixelwise_cpu(const float* volume, const ProjectorGeometry& g, const double* rotations,
+                           const double* shifts_A, int64_t n_proj, int threads, float* projections);
+
 // The exact transpose of project_cpu: projections [T, Py, Px] -> volume [Z, Y, X] (overwritten).
-// Gather form over slabs of 16 z-planes: each slab is owned by one thread, which visits every ray in a fixed
-// order (projection, row, column, sample), evaluates the samples whose footprint reaches the slab with the
-// projector's own ray and weight bodies, and adds to the corners on the slab in a double accumulator. The
-// slabs do not depend on the thread count, so neither does any voxel's order of additions. Samples on a slab's
-// lower face are evaluated by both slabs they touch (1 in 16); cells inside the slab skip the bounds checks.
-// It costs about 1.1-1.2x project_cpu (128^3 volume, 12 and 36 poses about y, 1 and 2 threads).
+// Gather form over slabs of 16 volume rows (y): each slab is owned by one thread, which visits the projection
+// rows that can reach it in a fixed order, evaluates the samples whose cells touch the slab with the
+// projector's own ray, cell and weight bodies, and adds weight x value (the float products the projector
+// multiplies by) to a double accumulator. The slabs do not depend on the thread count, so neither does any
+// voxel's order of additions. A ray of a pose about y stays on one row of cells, so it reaches one slab (two
+// where its cells straddle two slabs). Cost: about 1.25x project_cpu (128^3 volume, 36 poses about y).
 void backproject_cpu(const float* projections, const ProjectorGeometry& g, const double* rotations,
                      const double* shifts_A, int64_t n_proj, int threads, float* volume);
 

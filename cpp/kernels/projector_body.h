@@ -1,7 +1,7 @@
 // Tomographic projector kernel bodies: the ray geometry of one projection pixel and the trilinear
 // sample / splat of a (Z, Y, X) volume, written once for both backends (cpu/projector_cpu.cpp loops over
 // them with OpenMP; a CUDA launcher calls the same functions). The back-projector uses the very same
-// corner indices and weights as the projector, so it is the exact transpose.
+// corner weights (trilinear_weights, in float) as the projector, so it is the exact transpose.
 // The pose vector-Jacobian product differentiates the same interpolant (trilinear_gradient) on the same rays.
 //
 // Conventions (see DESIGN.md):
@@ -63,12 +63,16 @@ MSPT_HD Ray projection_ray(const ProjectorGeometry& g, const double* rot, const 
   return Ray{vz + g.nz / 2, vy + g.ny / 2, vx + g.nx / 2, rot[8] * s, rot[7] * s, rot[6] * s};
 }
 
-// Voxel coordinate (k, j, i) of sample s of a ray.
-MSPT_HD void ray_point(const Ray& r, int64_t s, double* fk, double* fj, double* fi) {
-  const double t = static_cast<double>(s);
+// Voxel coordinate (k, j, i) of sample t (a whole number, as a double: loops over samples vectorise) of a ray.
+MSPT_HD void ray_point_at(const Ray& r, double t, double* fk, double* fj, double* fi) {
   *fk = r.ok + t * r.dk;
   *fj = r.oj + t * r.dj;
   *fi = r.oi + t * r.di;
+}
+
+// Voxel coordinate (k, j, i) of sample s of a ray.
+MSPT_HD void ray_point(const Ray& r, int64_t s, double* fk, double* fj, double* fi) {
+  ray_point_at(r, static_cast<double>(s), fk, fj, fi);
 }
 
 // min / max of finite numbers (fmin / fmax are library calls on some hosts, for their NaN rules).
@@ -175,13 +179,43 @@ MSPT_HD bool cell_in_box(const TrilinearCell& cell, int k_lo, int k_hi, int ny, 
          cell.i0 < nx - 1;
 }
 
-// The trilinear weights of a cell's 8 corners in cell_corner_index's order. Every caller (sample, splat,
-// slab gather) takes its weights from here, so the back-projector multiplies by the very numbers the
-// projector does.
+// The trilinear weights of the 8 corners of a cell with fractions (tk, tj, ti), in cell_corner_index's order:
+// w[c] = ((1 - tk or tk) x (1 - tj or tj)) x (1 - ti or ti) in float. Every caller (sample, splat, on either
+// backend, in scalar or vector form) takes its weights from here, so the back-projector multiplies by the very
+// numbers the projector does. Float is the weights' precision: the volume and projections are float32.
+MSPT_HD void trilinear_weights(float tk, float tj, float ti, float* w) {
+  const float uk = 1.0f - tk, uj = 1.0f - tj, ui = 1.0f - ti;
+  const float kj[4] = {uk * uj, uk * tj, tk * uj, tk * tj};
+  for (int c = 0; c < 8; ++c) w[c] = kj[c >> 1] * ((c & 1) ? ti : ui);
+}
+
+// trilinear_weights of a cell, as W.
 template <class W>
 MSPT_HD void cell_weights(const TrilinearCell& cell, W* w) {
-  const double wk[2] = {1.0 - cell.tk, cell.tk}, wj[2] = {1.0 - cell.tj, cell.tj}, wi[2] = {1.0 - cell.ti, cell.ti};
-  for (int c = 0; c < 8; ++c) w[c] = static_cast<W>(wk[c >> 2] * wj[(c >> 1) & 1] * wi[c & 1]);
+  float wf[8];
+  trilinear_weights(static_cast<float>(cell.tk), static_cast<float>(cell.tj), static_cast<float>(cell.ti), wf);
+  for (int c = 0; c < 8; ++c) w[c] = static_cast<W>(wf[c]);
+}
+
+// The flat layout of a box of voxels: voxel (k, j, i) at origin + k plane + j row + i, in doubles, which hold
+// every such offset exactly (whole numbers below 2^53).
+struct BoxLayout {
+  double plane, row, origin;
+};
+
+// A sample's cell in a box: the flat offset of its lowest corner and its fractions, the numbers cell_at gives,
+// the fractions rounded to float (trilinear_weights' arguments).
+struct SampleCell {
+  double offset;
+  float tk, tj, ti;
+};
+
+// For coordinates >= 0 only (a box whose voxels all have non-negative coordinates, such as a padded one),
+// where truncation is floor and, unlike floor, vectorises without relaxed floating-point flags.
+MSPT_HD SampleCell sample_cell(double fk, double fj, double fi, const BoxLayout& box) {
+  const double k0 = static_cast<int>(fk), j0 = static_cast<int>(fj), i0 = static_cast<int>(fi);
+  return SampleCell{k0 * box.plane + (j0 * box.row + (i0 + box.origin)), static_cast<float>(fk - k0),
+                    static_cast<float>(fj - j0), static_cast<float>(fi - i0)};
 }
 
 // The 8 corners of the trilinear footprint of voxel coordinate (fk, fj, fi): corner c (cell_corner_index's
@@ -210,19 +244,6 @@ MSPT_HD Acc interior_cell_sum(const T* v, int64_t plane, int nx, const Acc* w) {
   return lower + upper;
 }
 
-// The transpose of interior_cell_sum: adds w[c] x value to corner c of the cell whose lowest corner is at `v`.
-template <class Acc>
-MSPT_HD void interior_cell_splat(Acc* v, int64_t plane, int nx, const Acc* w, Acc value) {
-  v[0] += w[0] * value;
-  v[1] += w[1] * value;
-  v[nx] += w[2] * value;
-  v[nx + 1] += w[3] * value;
-  v[plane] += w[4] * value;
-  v[plane + 1] += w[5] * value;
-  v[plane + nx] += w[6] * value;
-  v[plane + nx + 1] += w[7] * value;
-}
-
 // The trilinear sample of volume [Z, Y, X] at voxel coordinate (fk, fj, fi), zero outside: the sum over the
 // corners of trilinear_corners.
 template <class T, class Acc>
@@ -240,28 +261,6 @@ MSPT_HD Acc trilinear_sample(const T* volume, int nz, int ny, int nx, double fk,
     if (n >= 0) acc += w[c] * static_cast<Acc>(volume[n]);
   }
   return acc;
-}
-
-// The back-projector's gather onto a slab of planes [k_lo, k_hi): adds value x weight to the corners of the
-// footprint of voxel coordinate (fk, fj, fi) that lie on the slab, with trilinear_corners' weights.
-//   slab  [k_hi - k_lo, Y, X], plane k_lo first
-template <class Acc>
-MSPT_HD void splat_sample_on_slab(double fk, double fj, double fi, int k_lo, int k_hi, int ny, int nx, Acc value,
-                                  Acc* slab) {
-  TrilinearCell cell;
-  if (!trilinear_cell(fk, fj, fi, k_hi, ny, nx, 0, &cell) || cell.k0 < k_lo - 1) return;
-  Acc w[8];
-  cell_weights<Acc>(cell, w);
-  const int64_t plane = int64_t(ny) * nx;
-  if (cell_in_box(cell, k_lo, k_hi, ny, nx)) {
-    interior_cell_splat<Acc>(slab + (cell.k0 - k_lo) * plane + int64_t(cell.j0) * nx + cell.i0, plane, nx, w, value);
-    return;
-  }
-  for (int c = 0; c < 8; ++c) {
-    const int k = cell.k0 + (c >> 2), j = cell.j0 + ((c >> 1) & 1), i = cell.i0 + (c & 1);
-    if (k >= k_lo && k < k_hi && j >= 0 && j < ny && i >= 0 && i < nx)
-      slab[(k - k_lo) * plane + int64_t(j) * nx + i] += w[c] * value;
-  }
 }
 
 // The samples [*a, *b) within [s0, s1) of a ray whose cells pass cell_in_box(k_lo, k_hi, ny, nx)
@@ -397,7 +396,8 @@ MSPT_HD void project_pixel_pose_vjp(const T* volume, const ProjectorGeometry& g,
   d_shift[1] -= scale * ax_sum;
 }
 
-// The line integral along the ray of projection pixel (j, i): sum of the samples times the step.
+// The line integral along the ray of projection pixel (j, i): sum of the samples times the step, each sample's
+// 8 weighted corners summed in float (the weights' precision), the samples in Acc.
 template <class T, class Acc>
 MSPT_HD Acc project_pixel(const T* volume, const ProjectorGeometry& g, const double* rot, const double* shift, int j,
                           int i) {
@@ -410,18 +410,18 @@ MSPT_HD Acc project_pixel(const T* volume, const ProjectorGeometry& g, const dou
   double fk, fj, fi;
   for (int64_t s = s0; s < a; ++s) {
     ray_point(r, s, &fk, &fj, &fi);
-    acc += trilinear_sample<T, Acc>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
+    acc += trilinear_sample<T, float>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
   }
   for (int64_t s = a; s < b; ++s) {
     ray_point(r, s, &fk, &fj, &fi);
     const TrilinearCell cell = cell_at(fk, fj, fi);
-    Acc w[8];
-    cell_weights<Acc>(cell, w);
-    acc += interior_cell_sum<T, Acc>(volume + cell.k0 * plane + int64_t(cell.j0) * g.nx + cell.i0, plane, g.nx, w);
+    float w[8];
+    cell_weights<float>(cell, w);
+    acc += interior_cell_sum<T, float>(volume + cell.k0 * plane + int64_t(cell.j0) * g.nx + cell.i0, plane, g.nx, w);
   }
   for (int64_t s = b; s < s1; ++s) {
     ray_point(r, s, &fk, &fj, &fi);
-    acc += trilinear_sample<T, Acc>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
+    acc += trilinear_sample<T, float>(volume, g.nz, g.ny, g.nx, fk, fj, fi);
   }
   return acc * static_cast<Acc>(g.step_A);
 }

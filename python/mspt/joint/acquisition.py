@@ -32,9 +32,20 @@ def window_bounds(window, grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _minimise(objective, start, evaluations: int, bounds=None):
-    result = optimize.minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+    """L-BFGS-B from ``start`` -> (the best point evaluated, its loss, evaluations). The best evaluated
+    point, not the last iterate: a line search that gives up in float32 rounding near a minimum may end on a
+    point a little worse than one it has seen, and a block must never return a worse state than it got."""
+    best = [math.inf, None]
+
+    def tracked(x):
+        loss, grad = objective(x)
+        if loss < best[0]:
+            best[0], best[1] = float(loss), np.array(x, copy=True)
+        return loss, grad
+
+    result = optimize.minimize(tracked, start, jac=True, method="L-BFGS-B", bounds=bounds,
                                options=dict(maxfun=int(evaluations), maxiter=int(evaluations)))  # fmt: skip
-    return result.x, float(result.fun), int(result.nfev)
+    return best[1], best[0], int(result.nfev)
 
 
 def refine_pose(model: JointModel, volume, tilt: JointTilt, evaluations: int):
