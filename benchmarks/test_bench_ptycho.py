@@ -19,32 +19,13 @@ pytest.importorskip("abtem")
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import ptycho_data as pd  # noqa: E402
+import test_bench_ptycho_thick as thick  # noqa: E402
 
 from mspt.ptycho import PtychoConfig, PtychoEngine  # noqa: E402
 from mspt.ptycho.diagnostics import GRID_CHECK_EVERY  # noqa: E402
 
 N_SLICES = 4
 PEER_ITERATIONS = 32
-
-
-def mspt_curve(ds, iterations: int, threads: int | None):
-    """r after each iteration and the cumulative reconstruction time (scoring not timed)."""
-    scan = ds.scan("nominal", "entrance")
-    config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=ds.thickness_A / N_SLICES, iterations=iterations,
-                          progress=False, threads=threads)  # fmt: skip
-    started = time.perf_counter()
-    engine = PtychoEngine.start(scan, config, scan.check_patterns())
-    elapsed = time.perf_counter() - started
-    rs, times = [], []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        engine.run_iteration()
-        elapsed += time.perf_counter() - t
-        phase = pd.bandlimit(engine.summed_phase(), ds.pixel_size_A, ds.phase_cutoff_invA)
-        offset = (engine.positions_px - ds.positions_px).mean(0)
-        rs.append(pd.register_phase(phase, ds, offset_px=offset, search_px=1.0).r)
-        times.append(elapsed)
-    return np.array(rs), np.array(times), engine
 
 
 @pytest.mark.slow
@@ -56,7 +37,7 @@ def test_mspt_against_py4dstem(benchmark, report):
     peer = run_py4dstem(ds, PEER_ITERATIONS, threads=1)
     peer_r, peer_s = peer["r"], peer["reconstruct_s"]
     for threads in (1, os.cpu_count()):
-        rs, times, _ = mspt_curve(ds, 30, threads)
+        rs, times = thick.mspt_curve(ds, N_SLICES, 30, threads)  # scored as the peers are
         reached = np.nonzero(rs >= peer_r)[0]
         assert len(reached), f"mspt never reached py4DSTEM's r = {peer_r:.4f} (best {rs.max():.4f})"
         t_reach = times[reached[0]]

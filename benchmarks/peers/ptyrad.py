@@ -22,23 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-RUNNER = HERE / "run_ptyrad_msp.py"
-DEFAULT_VENV = REPO_ROOT / ".venv-ptyrad"
-PYTHON_ENV = "MSPT_PTYRAD_PYTHON"
+from peer_venv import Peer, PeerUnavailable, ptycho_data
 
-if str(REPO_ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-import ptycho_data  # noqa: E402
+PYTHON_ENV = "MSPT_PTYRAD_PYTHON"
 
 # PtyRAD settings tuned for its best Pearson r on the default dataset (PtyRAD 1.0.0, torch 2.13.0 CPU, 1
 # thread; final r after 24 iterations unless said, @n: the iteration of the best r). The start was PtyRAD's
@@ -71,30 +62,14 @@ TUNED = {
 TUNED_ITERATIONS = 24
 
 
-class PtyRADUnavailable(RuntimeError):
+class PtyRADUnavailable(PeerUnavailable):
     """The PtyRAD virtual environment is missing or broken."""
 
 
-def ptyrad_python() -> Path:
-    """The venv's python executable; PtyRADUnavailable (with the command that makes it) if missing."""
-    given = os.environ.get(PYTHON_ENV)
-    python = Path(given) if given else DEFAULT_VENV / "bin" / "python"
-    if not python.exists():
-        raise PtyRADUnavailable(
-            f"PtyRAD's virtual environment is missing ({python} not found): run "
-            f"`bash benchmarks/peers/setup_ptyrad_venv.sh` or set {PYTHON_ENV} to a python that imports ptyrad"
-        )
-    return python
-
-
-def require_ptyrad():
-    """pytest helper: skip the calling test when the PtyRAD environment is missing."""
-    import pytest
-
-    try:
-        return ptyrad_python()
-    except PtyRADUnavailable as exc:
-        pytest.skip(str(exc))
+PEER = Peer("PtyRAD", "run_ptyrad_msp.py", PYTHON_ENV, ".venv-ptyrad", "setup_ptyrad_venv.sh", PtyRADUnavailable)
+ptyrad_python = PEER.python
+require_ptyrad = PEER.require
+score_ptyrad = PEER.score
 
 
 def run_ptyrad(
@@ -122,43 +97,8 @@ def run_ptyrad(
     with ``score``: ``offset_px``, ``registration`` (ptycho_data.Registration of the final phase), ``r``, and
     ``r_iterations`` (r of each snapshot).
     """
-    python = ptyrad_python()
     config = {**TUNED, **settings, "n_iter": int(n_iter)}
-    env = dict(os.environ)
-    if threads is not None:
-        for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[key] = str(int(threads))
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        tmp = Path(tmp)
-        ds.save_npz(tmp / "dataset.npz", include_truth=False)
-        (tmp / "config.json").write_text(json.dumps(config))
-        cmd = [str(python), str(RUNNER), str(tmp / "dataset.npz"), str(tmp / "result.npz")]
-        cmd += ["--config", str(tmp / "config.json")]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, cwd=tmp)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"PtyRAD run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        with np.load(tmp / "result.npz", allow_pickle=False) as f:
-            result = {k: np.asarray(f[k]) for k in f.files if k != "meta"}
-            result["meta"] = json.loads(str(f["meta"]))
-    meta = result["meta"]
-    result.update(wall_s=wall, reconstruct_s=meta["reconstruct_s"], time_per_iteration_s=meta["time_per_iteration_s"])
-    if score:
-        result.update(score_ptyrad(result, ds, config.get("positions", "nominal")))
-    return result
-
-
-def score_ptyrad(result: dict, ds: "ptycho_data.PtychoDataset", positions: str = "nominal") -> dict:
-    """Register PtyRAD's summed phase (final and per snapshot) on the truth and score it."""
-    given = ds.nominal_positions_px if positions == "nominal" else ds.positions_px
-    pixel = result["meta"]["sampling_A"]
-    if not np.allclose(pixel, ds.pixel_size_A, rtol=1e-5):
-        raise RuntimeError(f"PtyRAD's pixel {pixel} A differs from the truth grid's {ds.pixel_size_A} A")
-    offset = (result["positions_px_initial"] - given).mean(0)
-    reg = ptycho_data.register_phase(result["phase"], ds, offset_px=offset, pixel_size_A=pixel[0])
-    r_iter = [ptycho_data.register_phase(p, ds, offset_px=offset).r for p in result["phase_iterations"]]
-    return dict(offset_px=offset, registration=reg, r=reg.r, r_iterations=np.asarray(r_iter))
+    return PEER.run(ds, config, threads=threads, timeout_s=timeout_s, workdir=workdir, score=score)
 
 
 def _main(argv) -> int:

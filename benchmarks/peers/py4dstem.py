@@ -22,23 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-RUNNER = HERE / "run_py4dstem_msp.py"
-DEFAULT_VENV = REPO_ROOT / ".venv-py4dstem"
-PYTHON_ENV = "MSPT_PY4DSTEM_PYTHON"
+from peer_venv import Peer, PeerUnavailable, ptycho_data
 
-if str(REPO_ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-import ptycho_data  # noqa: E402
+PYTHON_ENV = "MSPT_PY4DSTEM_PYTHON"
 
 # py4DSTEM settings tuned for its best Pearson r on the default dataset (py4DSTEM 0.14.18, 32 iterations
 # unless said; final r in brackets, scored before register_phase band-limited the reconstruction): a complex
@@ -58,30 +49,15 @@ TUNED = {
 }
 
 
-class Py4DSTEMUnavailable(RuntimeError):
+class Py4DSTEMUnavailable(PeerUnavailable):
     """The py4DSTEM virtual environment is missing or broken."""
 
 
-def py4dstem_python() -> Path:
-    """The venv's python executable; Py4DSTEMUnavailable (with the command that makes it) if missing."""
-    given = os.environ.get(PYTHON_ENV)
-    python = Path(given) if given else DEFAULT_VENV / "bin" / "python"
-    if not python.exists():
-        raise Py4DSTEMUnavailable(
-            f"py4DSTEM's virtual environment is missing ({python} not found): run "
-            f"`bash benchmarks/peers/setup_py4dstem_venv.sh` or set {PYTHON_ENV} to a python that imports py4DSTEM"
-        )
-    return python
-
-
-def require_py4dstem():
-    """pytest helper: skip the calling test when the py4DSTEM environment is missing."""
-    import pytest
-
-    try:
-        return py4dstem_python()
-    except Py4DSTEMUnavailable as exc:
-        pytest.skip(str(exc))
+PEER = Peer("py4DSTEM", "run_py4dstem_msp.py", PYTHON_ENV, ".venv-py4dstem", "setup_py4dstem_venv.sh",
+            Py4DSTEMUnavailable)  # fmt: skip
+py4dstem_python = PEER.python
+require_py4dstem = PEER.require
+score_py4dstem = PEER.score
 
 
 def run_py4dstem(
@@ -99,7 +75,7 @@ def run_py4dstem(
     ``settings`` go to run_py4dstem_msp.py (its ``DEFAULTS``: num_slices, slice_thickness_A, step_size,
     max_batch_size, object_type, fix_probe, fix_positions, positions="nominal"|"true", use_known_tilt,
     kz_regularization_gamma, tv_denoise_weights, num_probes, snapshot_every, ...), over :data:`TUNED`.
-    ``threads`` sets OMP/OPENBLAS/MKL thread counts of the subprocess (None: inherited).
+    ``threads`` sets OMP/OPENBLAS/MKL/NUMBA thread counts of the subprocess (None: inherited).
 
     Returns a dict: the runner's arrays (``phase``, ``phase_iterations``, ``snapshot_iters``, ``positions_px``,
     ``positions_px_initial``, ``object``, ``probe``, ``error_iterations``, ``iteration_times_s``), its
@@ -107,43 +83,8 @@ def run_py4dstem(
     ``time_per_iteration_s`` (median), ``reconstruct_s``; with ``score``: ``offset_px``, ``registration``
     (ptycho_data.Registration of the final phase), ``r``, and ``r_iterations`` (r of each snapshot).
     """
-    python = py4dstem_python()
     config = {**TUNED, **settings, "n_iter": int(n_iter)}
-    env = dict(os.environ)
-    if threads is not None:
-        for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            env[key] = str(int(threads))
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        tmp = Path(tmp)
-        ds.save_npz(tmp / "dataset.npz", include_truth=False)
-        (tmp / "config.json").write_text(json.dumps(config))
-        cmd = [str(python), str(RUNNER), str(tmp / "dataset.npz"), str(tmp / "result.npz")]
-        cmd += ["--config", str(tmp / "config.json")]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"py4DSTEM run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        with np.load(tmp / "result.npz", allow_pickle=False) as f:
-            result = {k: np.asarray(f[k]) for k in f.files if k != "meta"}
-            result["meta"] = json.loads(str(f["meta"]))
-    meta = result["meta"]
-    result.update(wall_s=wall, reconstruct_s=meta["reconstruct_s"], time_per_iteration_s=meta["time_per_iteration_s"])
-    if score:
-        result.update(score_py4dstem(result, ds, config.get("positions", "nominal")))
-    return result
-
-
-def score_py4dstem(result: dict, ds: "ptycho_data.PtychoDataset", positions: str = "nominal") -> dict:
-    """Register py4DSTEM's summed phase (final and per snapshot) on the truth and score it."""
-    given = ds.nominal_positions_px if positions == "nominal" else ds.positions_px
-    pixel = result["meta"]["sampling_A"]
-    if not np.allclose(pixel, ds.pixel_size_A, rtol=1e-5):
-        raise RuntimeError(f"py4DSTEM's pixel {pixel} A differs from the truth grid's {ds.pixel_size_A} A")
-    offset = (result["positions_px_initial"] - given).mean(0)
-    reg = ptycho_data.register_phase(result["phase"], ds, offset_px=offset, pixel_size_A=pixel[0])
-    r_iter = [ptycho_data.register_phase(p, ds, offset_px=offset).r for p in result["phase_iterations"]]
-    return dict(offset_px=offset, registration=reg, r=reg.r, r_iterations=np.asarray(r_iter))
+    return PEER.run(ds, config, threads=threads, timeout_s=timeout_s, workdir=workdir, score=score)
 
 
 def _main(argv) -> int:
