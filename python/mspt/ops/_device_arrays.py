@@ -24,6 +24,8 @@ returning, since their framework does not share CuPy's notion of a current strea
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import contextvars
 import dataclasses
@@ -81,7 +83,7 @@ class DeviceArray:
         return DeviceArray(self.array[None], self.pointer, (1, *self.shape), self.dtype)
 
 
-class Framework:
+class Framework(abc.ABC):
     """The operations a call needs from the caller's array library, on CUDA device ``index``."""
 
     synchronizes = False  # whether calls must wait for their work (no shared notion of a current stream)
@@ -93,39 +95,44 @@ class Framework:
         """The caller's array as this framework's array, without a copy."""
         return x
 
+    @abc.abstractmethod
     def describe(self, name: str, x) -> Description:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def convert(self, x, dtype: np.dtype):
         """``x`` as a C-contiguous array of ``dtype`` on the same device (one copy)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def upload(self, host: np.ndarray):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def empty(self, shape: tuple[int, ...], dtype: np.dtype):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def zeros(self, shape: tuple[int, ...], dtype: np.dtype):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def broadcast(self, x, shape: tuple[int, ...]):
         """``x`` repeated to ``shape`` (NumPy's broadcasting), C-contiguous, on the device."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stream(self) -> int:
         """The caller's current stream on this device, as a cudaStream_t integer (0: legacy default)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def to_host(self, x) -> np.ndarray:
         """A host copy (waits for the stream): for the value checks of a synchronous call and the loss."""
-        raise NotImplementedError
 
     def all_true(self, condition) -> bool:
         return bool(condition.all())
 
+    @abc.abstractmethod
     def isfinite(self, x):
-        raise NotImplementedError
+        ...
 
     def result(self, x):
         """An output as the caller's array type."""
