@@ -144,3 +144,27 @@ def test_mspt_against_ptyrad_and_py4dstem_on_a_thick_crystal(benchmark, report):
     missed = compare(report, benchmark, "thick crystal", peers, runs)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     assert not missed, missed
+
+
+# PtyRAD's final r on each scan (the tables above), the mark the batch sweep times mspt to.
+SWEEP_TARGETS = {"default scan": (DEFAULT_SLICES, 0.9983, 40), "thick crystal": (THICK_SLICES, 0.9977, 120)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scan_name", list(SWEEP_TARGETS))
+def test_batch_size_sweep(benchmark, report, scan_name):
+    """mspt's passes and time (1 thread) to PtyRAD's r for batches of 8 to 64: what batch_size="auto" rests on
+    (ptycho/memory.py). Peers not needed."""
+    n_slices, target, iterations = SWEEP_TARGETS[scan_name]
+    ds = pd.dataset() if scan_name == "default scan" else pd.dataset(pd.THICK_CRYSTAL)
+    for batch in (8, 16, 32, 64):
+        rs, times = mspt_curve(ds, n_slices, iterations, 1, batch_size=batch)
+        reached = np.nonzero(rs >= target)[0]
+        figures = dict(target_r=f"{target:.4f}", final_r=f"{rs[-1]:.4f}", s_per_pass=float(times[-1] / len(times)))
+        if len(reached):
+            figures.update(passes_to_target=int(reached[0] + 1), s_to_target=float(times[reached[0]]))
+        else:
+            figures.update(passes_to_target="not reached", best_r=f"{rs.max():.4f}")
+        report(f"MSP batch sweep, {scan_name}, batch {batch}, 1 thread", **figures)
+        benchmark.extra_info[f"batch {batch}"] = figures
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
