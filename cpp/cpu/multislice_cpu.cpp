@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cpu/denormals.h"
+#include "cpu/vector_log.h"
 #include "mspt/windows.h"
 
 namespace mspt {
@@ -35,6 +36,22 @@ void shift_copy(const V* src, V* dst, int ny, int nx, bool to_unshifted) {
       std::copy(from + (nx - hx), from + nx, to);
     }
   }
+}
+
+// The loss of one pattern, `counts` (in place) replaced by dL/dI. The likelihood is a compile-time choice
+// and the log vectorisable, so the loop is branch-free and runs a vector of pixels at a time.
+template <int Kind, class T>
+double likelihood_plane(const T* intensity, const unsigned char* band, size_t n, T eps, T* counts) {
+  double loss = 0;
+#pragma omp simd reduction(+ : loss)
+  for (size_t i = 0; i < n; ++i) {
+    T g;
+    const T term = likelihood_element(Kind, intensity[i], counts[i], eps, &g, VectorLog());
+    const bool reached = band[i] != 0;  // pixels the band-limited model cannot reach carry no information
+    loss += reached ? term : T(0);
+    counts[i] = reached ? g : T(0);
+  }
+  return loss;
 }
 
 }  // namespace
@@ -68,7 +85,8 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
     sc.dldi = AlignedBuffer<T>(plane_);
     sc.ramp_y.resize(ny);
     sc.ramp_x.resize(nx);
-    for (auto* col : {&sc.tilt_col, &sc.tilt_colk, &sc.pos_col, &sc.pos_colk}) col->resize(nx);
+    sc.tilt_cols.resize(nx);
+    sc.pos_cols.resize(nx);
   }
   probe_spectra_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
   probe_acc_ = AlignedBuffer<cplx<T>>(size_t(modes) * plane_);
@@ -136,6 +154,10 @@ void MultisliceCpu<T>::fill_tables(const MultisliceArgs<T>& a) {
   while (low < ny_ && in_band_[size_t(low) * nx_]) ++low;
   while (high < ny_ - low && in_band_[size_t(ny_ - 1 - high) * nx_]) ++high;
   band_fft_ = BandFft2<T>::get(ny_, nx_, low, high);
+  if (band_fft_ != nullptr)
+    band_rows_ = {{{0, low}, {ny_ - high, ny_}}};
+  else
+    band_rows_ = {{{0, ny_}, {ny_, ny_}}};
   far_field_banded_ = a.bandlimit_farfield;
   table_params_ = p;
   table_bandlimit_ = a.bandlimit_farfield;
@@ -213,11 +235,10 @@ void MultisliceCpu<T>::loss_position(const MultisliceArgs<T>& a, int64_t b, Thre
   shift_copy(given, sc.dldi.data(), ny_, nx_, true);
   double loss = 0;
   if (a.source == GradientSource::kLikelihood) {
-    for (size_t i = 0; i < n; ++i) {
-      T g = T(0);  // pixels the band-limited model cannot reach carry no information
-      if (far_band_[i]) loss += likelihood_element(a.likelihood, sc.intensity[i], sc.dldi[i], a.eps, &g);
-      sc.dldi[i] = g;
-    }
+    if (a.likelihood == kPoisson)
+      loss = likelihood_plane<kPoisson>(sc.intensity.data(), far_band_.data(), n, a.eps, sc.dldi.data());
+    else
+      loss = likelihood_plane<kAmplitude>(sc.intensity.data(), far_band_.data(), n, a.eps, sc.dldi.data());
   }
   loss_terms_[b] = loss;
 }
@@ -252,14 +273,20 @@ void MultisliceCpu<T>::forward_position(const MultisliceArgs<T>& a, int64_t b, c
       if (s < S - 1) {
         cplx<T>* spec = st.spectrum(s + 1, m);
         band_forward(sc.tmp.data(), spec, sc);
-        for (size_t i = 0; i < n; ++i) spec[i] = spec[i] * H[i];
+        for_band_rows([&](int iy) {
+          cplx<T>* sr = spec + size_t(iy) * nx;
+          const cplx<T>* hr = H + size_t(iy) * nx;
+          for (int ix = 0; ix < nx; ++ix) sr[ix] = sr[ix] * hr[ix];
+        });
         band_backward(spec, st.wave(s + 1, m), sc);
       } else {
         if (a.exit_waves != nullptr)
           std::memcpy(static_cast<void*>(a.exit_waves + (size_t(b) * M + m) * n), sc.tmp.data(), n * sizeof(cplx<T>));
         cplx<T>* far = st.far_field(m);
         band_forward(sc.tmp.data(), far, sc, true);
-        for (size_t i = 0; i < n; ++i) sc.intensity[i] += farfield_intensity(far[i], bool(far_band_[i]), inv_n);
+        const unsigned char* band = far_band_.data();
+        T* intensity = sc.intensity.data();
+        for (size_t i = 0; i < n; ++i) intensity[i] += farfield_intensity(far[i], band[i] != 0, inv_n);
       }
     }
   }
@@ -280,19 +307,19 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
 
   // ---- backward ----
   // Derivatives w.r.t. tilt and position are sums over bins weighted by ky or kx. They accumulate per
-  // column (elementwise across ix, so the loops vectorise): col[ix] += v, colk[ix] += ky[iy] v; then
-  // d/dkx-weighted = sum kx[ix] col[ix] and d/dky-weighted = sum colk[ix].
-  T* tilt_col = sc.tilt_col.data();
-  T* tilt_colk = sc.tilt_colk.data();
-  T* pos_col = sc.pos_col.data();
-  T* pos_colk = sc.pos_colk.data();
-  std::fill(tilt_col, tilt_col + nx, T(0));
-  std::fill(tilt_colk, tilt_colk + nx, T(0));
-  std::fill(pos_col, pos_col + nx, T(0));
-  std::fill(pos_colk, pos_colk + nx, T(0));
+  // column (elementwise across ix, so the loops vectorise): cols[ix] += (v, ky[iy] v); then
+  // d/dkx-weighted = sum kx[ix] cols[ix].re and d/dky-weighted = sum cols[ix].im. The pair is stored as one
+  // cplx so that every array in the loop has the same layout, which GCC needs to vectorise it.
+  cplx<T>* tilt_cols = sc.tilt_cols.data();
+  cplx<T>* pos_cols = sc.pos_cols.data();
+  std::fill(tilt_cols, tilt_cols + nx, make_cplx(T(0), T(0)));
+  std::fill(pos_cols, pos_cols + nx, make_cplx(T(0), T(0)));
   for (int m = 0; m < M; ++m) {
     const cplx<T>* far = st.far_field(m);
-    for (size_t i = 0; i < n; ++i) sc.work[i] = farfield_backward(far[i], sc.dldi[i], bool(far_band_[i]), inv_n);
+    const unsigned char* band = far_band_.data();
+    const T* dldi = sc.dldi.data();
+    cplx<T>* work = sc.work.data();
+    for (size_t i = 0; i < n; ++i) work[i] = farfield_backward(far[i], dldi[i], band[i] != 0, inv_n);
     band_backward(sc.work.data(), sc.grad.data(), sc, true);
     for (int s = S - 1; s >= 0; --s) {
       const cplx<T>* slice = a.slices + s * obj_plane;
@@ -326,20 +353,23 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
       cplx<T>* w = sc.work.data();
       if (a.grad_tilt != nullptr) {
         const cplx<T>* spec = st.spectrum(s, m);
-        for (int iy = 0; iy < ny; ++iy) {
+        for_band_rows([&](int iy) {
           const T ky = T(ky_invA_[iy]);
           cplx<T>* wr = w + size_t(iy) * nx;
           const cplx<T>* sr = spec + size_t(iy) * nx;
           const cplx<T>* hr = H + size_t(iy) * nx;
           for (int ix = 0; ix < nx; ++ix) {
             const T im = conj_mul(wr[ix], sr[ix]).im;
-            tilt_col[ix] += im;
-            tilt_colk[ix] += ky * im;
+            tilt_cols[ix] = tilt_cols[ix] + make_cplx(im, ky * im);
             wr[ix] = conj_mul(hr[ix], wr[ix]);
           }
-        }
+        });
       } else {
-        for (size_t i = 0; i < n; ++i) w[i] = conj_mul(H[i], w[i]);
+        for_band_rows([&](int iy) {
+          cplx<T>* wr = w + size_t(iy) * nx;
+          const cplx<T>* hr = H + size_t(iy) * nx;
+          for (int ix = 0; ix < nx; ++ix) wr[ix] = conj_mul(hr[ix], wr[ix]);
+        });
       }
       band_backward(w, g, sc);
     }
@@ -354,21 +384,21 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
       const cplx<T>* qr = sc.work.data() + size_t(iy) * nx;
       const cplx<T>* pr = Phat + size_t(iy) * nx;
       cplx<T>* gr = pg + size_t(iy) * nx;
+      const cplx<T>* rx = sc.ramp_x.data();
       for (int ix = 0; ix < nx; ++ix) {
-        const cplx<T> ramp = ry * sc.ramp_x[ix];
+        const cplx<T> ramp = ry * rx[ix];
         gr[ix] = conj_mul(ramp, qr[ix]);
         const T im = conj_mul(qr[ix], pr[ix] * ramp).im;
-        pos_col[ix] += im;
-        pos_colk[ix] += ky * im;
+        pos_cols[ix] = pos_cols[ix] + make_cplx(im, ky * im);
       }
     }
   }
   double tilt_y = 0, tilt_x = 0, pos_y = 0, pos_x = 0;
   for (int ix = 0; ix < nx; ++ix) {
-    tilt_y += tilt_colk[ix];
-    tilt_x += kx_invA_[ix] * tilt_col[ix];
-    pos_y += pos_colk[ix];
-    pos_x += kx_px_[ix] * pos_col[ix];
+    tilt_y += tilt_cols[ix].im;
+    tilt_x += kx_invA_[ix] * tilt_cols[ix].re;
+    pos_y += pos_cols[ix].im;
+    pos_x += kx_px_[ix] * pos_cols[ix].re;
   }
   if (a.grad_positions != nullptr) {
     a.grad_positions[2 * b] = 2 * kPi * pos_y;

@@ -12,7 +12,9 @@
 // limit confines to a band of rows are transformed by BandFft2 (cpu/fft_cpu.h), which skips the other rows.
 #pragma once
 
+#include <array>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "cpu/fft_cpu.h"
@@ -46,7 +48,7 @@ class MultisliceCpu {
     AlignedBuffer<cplx<T>> work, grad, tmp, band;  // [plane]; band: the band-limited transforms' work plane
     AlignedBuffer<T> intensity, dldi;        // [plane] unshifted
     std::vector<cplx<T>> ramp_y, ramp_x;     // [ny], [nx]
-    std::vector<T> tilt_col, tilt_colk, pos_col, pos_colk;  // [nx] per-column derivative sums
+    std::vector<cplx<T>> tilt_cols, pos_cols;  // [nx] per-column derivative sums (plain, ky-weighted)
   };
 
   // Where one position's forward state lives: in the call's tape if it has one, else in the thread's
@@ -67,6 +69,13 @@ class MultisliceCpu {
   // the full 2D transform otherwise. `far_field` selects the far field's band (none without bandlimit).
   void band_forward(const cplx<T>* in, cplx<T>* out, ThreadScratch& sc, bool far_field = false) const;
   void band_backward(const cplx<T>* in, cplx<T>* out, ThreadScratch& sc, bool far_field = false) const;
+  // Calls f(iy) for the rows a propagated spectrum can be nonzero in (the band's; all without band pruning).
+  // Work on a propagated spectrum skips the others: band_forward zeroes them, band_backward never reads them.
+  template <class F>
+  void for_band_rows(F f) const {
+    for (const auto& rows : band_rows_)
+      for (int iy = rows.first; iy < rows.second; ++iy) f(iy);
+  }
   void prepare(const MultisliceArgs<T>& args);
   void fill_tables(const MultisliceArgs<T>& args);
   PositionState position_state(const MultisliceArgs<T>& args, int64_t b, ThreadScratch& sc) const;
@@ -85,6 +94,7 @@ class MultisliceCpu {
   std::shared_ptr<const Fft2Plan<T>> fft_;
   std::shared_ptr<const BandFft2<T>> band_fft_;  // the propagator's band rows (null: full transforms)
   bool far_field_banded_ = false;                // the far field has the same band (bandlimit_farfield)
+  std::array<std::pair<int, int>, 2> band_rows_{};  // [begin, end) of the band's low and high rows
   std::vector<ThreadScratch> scratch_;
   // Geometry tables (propagator, bands, frequencies), refilled only when the geometry changes.
   PropagationParams table_params_{};

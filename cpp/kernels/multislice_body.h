@@ -107,14 +107,22 @@ MSPT_HD cplx<T> farfield_backward(cplx<T> spectrum, T grad_intensity, bool in_ba
 // Poisson: the deviance i - d + d log(d / i) (0 at a perfect fit), gradient 1 - d / i.
 // Amplitude (Gaussian on sqrt): (sqrt(i) - sqrt(d))^2, gradient 1 - sqrt(d) / sqrt(i).
 // eps keeps both finite where the model predicts no electrons.
+// `log` is the logarithm to use: the C library's by default, a vectorisable one in the CPU loops.
 enum LikelihoodKind : int { kPoisson = 0, kAmplitude = 1 };
 
-template <class T>
-MSPT_HD T likelihood_element(int kind, T i, T d, T eps, T* grad) {
+struct LibmLog {
+  template <class T>
+  MSPT_HD T operator()(T x) const {
+    return m_log(x);
+  }
+};
+
+template <class T, class Log = LibmLog>
+MSPT_HD T likelihood_element(int kind, T i, T d, T eps, T* grad, Log log = Log()) {
   const T ie = i + eps;
   if (kind == kPoisson) {
     *grad = T(1) - d / ie;
-    const T log_term = d > T(0) ? d * m_log(d / ie) : T(0);
+    const T log_term = d > T(0) ? d * log(d / ie) : T(0);
     return ie - d + log_term;
   }
   const T sq = m_sqrt(ie);
