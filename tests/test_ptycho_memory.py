@@ -152,8 +152,8 @@ def test_auto_settings_stream_the_patterns_and_shrink_the_batch_to_fit():
     scan = simulated_scan((16, 16), 64, 3)
     config = PtychoConfig(n_slices=4, batch_size="auto", memory_budget_bytes="auto", progress=False, threads=2)
     roomy = plan(scan, config, host_available_bytes=10**10)
-    # 256 positions: 16 per batch makes the 16 steps a pass should have (memory.preferred_batch_size).
-    assert roomy.fits and not roomy.patterns_streamed and roomy.batch_size == 16
+    # 256 positions: 32 per batch makes the 8 steps a pass should have (memory.preferred_batch_size).
+    assert roomy.fits and not roomy.patterns_streamed and roomy.batch_size == 32
     assert roomy.patterns_budget_bytes >= scan.nbytes_float32
     # A budget that holds the run only with the patterns streamed.
     streamed_peak = plan(scan, config.replace(memory_budget_bytes=1), host_available_bytes=10**10).host_peak_bytes

@@ -129,9 +129,11 @@ def test_a_resumed_run_ends_with_the_scan_model_and_warnings_of_an_uninterrupted
     scan = miscalibrated_scan(ds)
 
     def cfg(folder, iterations):
-        # object_step 2 makes the loss diverge within 9 iterations: its warning must survive the resume.
+        # probe_step 2 with batches of 64 makes the loss diverge within 9 iterations: its warning must
+        # survive the resume.
         return config(ds, n_slices=4, slice_thickness_A=ds.thickness_A / 4, iterations=iterations,
-                      scan_model="affine+drift", refine_scan_model_from=1, object_step=2.0, checkpoint_every=3,
+                      scan_model="affine+drift", refine_scan_model_from=1, probe_step=2.0, batch_size=64,
+                      checkpoint_every=3,
                       checkpoint_path=str(tmp_path / folder / "run.h5"))  # fmt: skip
 
     with pytest.warns(ReconstructionWarning):

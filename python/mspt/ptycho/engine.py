@@ -78,7 +78,11 @@ class PtychoEngine:
         self.scan = scan
         self.config = config
         # reconstruct() resolves "auto" with the memory plan; an engine started directly takes the preference.
-        self.batch_size = config.batch_size if config.batch_size != "auto" else preferred_batch_size(scan.n_positions)
+        self.batch_size = (
+            config.batch_size
+            if config.batch_size != "auto"
+            else preferred_batch_size(scan.n_positions, float(state["mean_counts"]))
+        )
         self.sampling_A = scan.sampling_A
         self.window = scan.pattern_shape
         self.slices: np.ndarray = state["slices"]
@@ -450,6 +454,10 @@ class PtychoEngine:
         # Every slice's Newton step alone would correct the whole exit wave; taken together they would
         # correct it n_slices times over, so each slice takes its share.
         _preconditioned_step(self.slices, grad, illumination, self.config.object_step, 2 * curvature * len(self.slices))
+        # The constraint is a projection after every step: left to the end of the pass, the many small steps
+        # of a small batch can pile amplitude past 1 far enough to overflow (a wrong detector calibration
+        # reached NaN within the first pass of 16 batches of 16).
+        apply_object_constraint(self.slices, self.config.object_constraint, out=self.slices)
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
         coverage = ops.window_power(self.slices[0], positions, self.window)

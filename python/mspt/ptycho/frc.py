@@ -205,7 +205,9 @@ def subset_scan(scan: PtychoScan, indices) -> PtychoScan:
 def half_data_frc(scan: PtychoScan, config: PtychoConfig = PtychoConfig()) -> FRCResult:
     """Reconstruct two interleaved halves of ``scan`` with ``config`` (same seed and start, nothing else
     shared) and correlate their summed phases over the scanned field of view. Returns an :class:`FRCResult`
-    with the 1/7 and half-bit resolutions (A)."""
+    with the 1/7 and half-bit resolutions (A). A batch size of "auto" is resolved for the whole scan: the
+    halves run the algorithm the whole scan's reconstruction runs, with half its data."""
+    from .memory import plan
     from .reconstruct import reconstruct
 
     if not isinstance(scan, PtychoScan):
@@ -217,6 +219,8 @@ def half_data_frc(scan: PtychoScan, config: PtychoConfig = PtychoConfig()) -> FR
     sampling = scan.sampling_A
     if not math.isclose(sampling[0], sampling[1], rel_tol=1e-6):
         raise ValueError(f"scan: the FRC needs square pixels, got {sampling} A")
+    if config.batch_size == "auto":
+        config = config.replace(batch_size=plan(scan, config, mean_counts=scan.check_patterns()).batch_size)
     half_config = config.replace(self_check="none", checkpoint_every=0, checkpoint_path=None)
     halves = [reconstruct(subset_scan(scan, idx), half_config) for idx in interleaved_halves(scan)]
     maps, shift, origin = _registered_field_of_view(scan, halves)

@@ -53,9 +53,10 @@ def reconstruct(
         raise TypeError(f"scan: expected an mspt.ptycho.PtychoScan, got {type(scan).__name__}")
     if not isinstance(config, PtychoConfig):
         raise TypeError(f"config: expected an mspt.ptycho.PtychoConfig, got {type(config).__name__}")
-    memory_plan = plan(scan, config).require_fit()
-    config = resolved_config(config, memory_plan)
+    plan(scan, config).require_fit()  # before any pattern is read: the smallest batch "auto" may choose
     mean_counts = scan.check_patterns()
+    memory_plan = plan(scan, config, mean_counts=mean_counts).require_fit()  # "auto" batches hold enough counts
+    config = resolved_config(config, memory_plan)
     config, regularisation = choose_regularisation(scan, config, mean_counts)
     fingerprint = _config_fingerprint(config, memory_plan.patterns_streamed)
     checkpoint = pathlib.Path(config.checkpoint_path) if config.checkpoint_path else None

@@ -8,16 +8,23 @@ import numpy as np
 def apply_object_constraint(slices: np.ndarray, constraint: str, out: np.ndarray | None = None) -> np.ndarray:
     """"amplitude_le_1": a transmission amplitude never exceeds 1 (the sample does not add electrons);
     "phase_only": the amplitude is 1 everywhere; "none": unchanged. The result goes to ``out`` (``slices``
-    itself constrains in place, with one real stack of scratch), else to a new array ("none": ``slices``)."""
+    itself constrains in place, one slice at a time with one real plane of scratch: the engine projects
+    after every batch), else to a new array ("none": ``slices``)."""
     if constraint == "none":
         if out is None or out is slices:
             return slices
         out[...] = slices
         return out
-    scale = np.abs(slices)
-    np.maximum(scale, 1e-12 if constraint == "phase_only" else 1.0, out=scale)
-    np.divide(1.0, scale, out=scale)
-    return np.multiply(slices, scale, out=out)
+    if out is None:
+        out = np.empty_like(slices)
+    floor = 1e-12 if constraint == "phase_only" else 1.0
+    scale = np.empty(slices.shape[1:], dtype=slices.real.dtype)
+    for source, target in zip(slices, out):
+        np.abs(source, out=scale)
+        np.maximum(scale, floor, out=scale)
+        np.divide(1.0, scale, out=scale)
+        np.multiply(source, scale, out=target)
+    return out
 
 
 def kz_filter(slices: np.ndarray, slice_thickness_A: float, sampling_A, strength: float) -> np.ndarray:
