@@ -59,7 +59,7 @@ class PtychoConfig:
         batch_size : probe positions per gradient step (default "auto"): a power of two near 1/8 of the
             scan's positions, raised until a batch holds 1e5 counts, within 8 .. 64, halved until the run
             fits the memory budgets (memory.py). Scans of 512 positions and more, and low-dose scans
-            (under about 1,600 counts per pattern), get 64; a smaller scan converges in far fewer passes
+            (under about 3,100 counts per pattern), get 64; a smaller scan converges in far fewer passes
             (70 A of SrTiO3, 16 x 16 positions: 44 passes to r 0.9977 with 32 against 87 with 64).
         likelihood : "amplitude" (Gaussian on sqrt counts; robust, fast) or "poisson" (low dose).
         object_step, probe_step, position_step : fractions of the Gauss-Newton step (1 = full step).
