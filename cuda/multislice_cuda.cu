@@ -267,7 +267,11 @@ void MultisliceCuda::run(const MultisliceArgs<float>& host) {
         host.source == GradientSource::kGiven ? upload(d.in_given, host.grad_intensities, B * n) : nullptr;
     a.intensities = output(d.out_intensities, host.intensities, B * n);
     a.exit_waves = output(d.out_exit_waves, host.exit_waves, B * M * n);
-    a.grad_slices = backward ? output(d.out_grad_slices, host.grad_slices, object_count) : nullptr;
+    // Accumulating: the caller's gradient goes up first and the engine adds to it.
+    a.grad_slices = !backward ? nullptr
+                    : host.accumulate_slices && host.grad_slices != nullptr
+                        ? upload(d.out_grad_slices, static_cast<const cplx<float>*>(host.grad_slices), object_count)
+                        : output(d.out_grad_slices, host.grad_slices, object_count);
     a.grad_probe = backward ? output(d.out_grad_probe, host.grad_probe, M * n) : nullptr;
     a.grad_positions = backward ? output(d.out_grad_positions, host.grad_positions, 2 * B) : nullptr;
     double* totals = d.grow(d.out_totals, 3);
@@ -394,7 +398,7 @@ void MultisliceCuda::enqueue(const MultisliceArgs<float>& a, cudaStream_t st) {
   prepare_kernel<<<plane_grid(n, 1), kThreads, 0, st>>>(a.prop, a.bandlimit_farfield, H, far_band);
   MSPT_CUDA_CHECK_LAUNCH("prepare_kernel");
   fft.forward(a.probe, probe_spec, M);
-  if (want_slices) zero(a.grad_slices, object_count, st);
+  if (want_slices && !a.accumulate_slices) zero(a.grad_slices, object_count, st);
   if (want_probe) zero(a.grad_probe, size_t(M) * n, st);  // the probe gradient's spectra accumulate here
   if (want_tilt) zero(tilt, size_t(2 * B), st);
 

@@ -7,6 +7,7 @@
 
 #include "bindings/multislice_binding.h"
 #include "bindings/multislice_tape_binding.h"
+#include "bindings/object_step_binding.h"
 #include "cpu/fft_cpu.h"
 #include "cpu/likelihood_cpu.h"
 #include "cpu/linear_ops_cpu.h"
@@ -170,7 +171,7 @@ py::array illumination_py(const py::array& patch, const py::array& positions, py
   return out;
 }
 
-py::array window_power_py(const py::array& object, const py::array& positions, int ny, int nx) {
+py::array window_power_py(const py::array& object, const py::array& positions, int ny, int nx, int threads) {
   using C = std::complex<float>;
   const C* obj = mspt::check_array<C>("object", object, {-1, -1}, false);
   const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
@@ -179,7 +180,7 @@ py::array window_power_py(const py::array& object, const py::array& positions, i
   {
     py::gil_scoped_release release;
     mspt::window_power_cpu<float>(reinterpret_cast<const mspt::cplx<float>*>(obj), object.shape(0), object.shape(1),
-                                  pos, B, ny, nx, out.mutable_data());
+                                  pos, B, ny, nx, threads, out.mutable_data());
   }
   return out;
 }
@@ -260,8 +261,9 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
       "feature"_a, "Whether this processor has an instruction-set feature (\"avx2\", \"fma\").");
   m.def("illumination", &illumination_py, "patch"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a,
         "Sum of one float32 patch placed at every probe window (the illumination of a batch).");
-  m.def("window_power", &window_power_py, "object"_a, "positions_px"_a, "ny"_a, "nx"_a,
-        "Sum over probe windows of |complex64 object window|^2.");
+  mspt::bind_object_step(m);
+  m.def("window_power", &window_power_py, "object"_a, "positions_px"_a, "ny"_a, "nx"_a, "threads"_a = 0,
+        "Sum over probe windows of |complex64 object window|^2 (threads 0: OpenMP's default).");
   m.def("build_info", []() {
     py::dict d;
     d["fft"] = "FFTW " + mspt::fftw_version();

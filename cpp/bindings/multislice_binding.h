@@ -112,13 +112,15 @@ py::class_<Engine> bind_multislice(py::module_& m, const char* name, const char*
              bool bandlimit_farfield, const py::object& intensities, const py::object& exit_waves, int source,
              const py::object& grad_intensities, const py::object& data, int likelihood, double eps,
              const py::object& grad_slices, const py::object& grad_probe, const py::object& grad_positions,
-             const py::object& grad_tilt, const py::object& loss_per_position, const py::object& tape) {
+             const py::object& grad_tilt, const py::object& loss_per_position, const py::object& tape,
+             bool accumulate_slices) {
             HostArrays arrays;
             MultisliceArgs<T> a = multislice_args<T>(
                 arrays, slices, probe, positions, dz_A, wavelength_A, dy_A, dx_A, tan_tilt_y, tan_tilt_x, cutoff_invA,
                 bandlimit_farfield, intensities, exit_waves, source, grad_intensities, data, likelihood, eps,
                 grad_slices, grad_probe, grad_positions, grad_tilt, loss_per_position);
             a.tape = tape_argument<Engine, T>(tape);
+            a.accumulate_slices = accumulate_slices;
             double loss = 0;
             a.loss = &loss;
             {
@@ -132,10 +134,11 @@ py::class_<Engine> bind_multislice(py::module_& m, const char* name, const char*
           "exit_waves"_a = py::none(), "source"_a = 0, "grad_intensities"_a = py::none(), "data"_a = py::none(),
           "likelihood"_a = 0, "eps"_a = 1e-6, "grad_slices"_a = py::none(), "grad_probe"_a = py::none(),
           "grad_positions"_a = py::none(), "grad_tilt"_a = py::none(), "loss_per_position"_a = py::none(),
-          "tape"_a = py::none(),
+          "tape"_a = py::none(), "accumulate_slices"_a = false,
           "Run the multislice model (and its gradient) on one batch of positions; returns the summed loss. "
           "With a tape, a forward run (source 0) records its state there and a vector-Jacobian product "
-          "(source 1) replays it instead of running the forward pass again.");
+          "(source 1) replays it instead of running the forward pass again. With accumulate_slices the "
+          "slice gradient is added to grad_slices instead of overwriting it.");
   return cls;
 }
 

@@ -121,9 +121,10 @@ void overlap_add_patch_cpu(const T* patch, const double* positions_px, int64_t b
 
 template <class T>
 void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const double* positions_px, int64_t batch,
-                      int ny, int nx, T* out) {
+                      int ny, int nx, int threads, T* out) {
   validate_windows(positions_px, batch, ny, nx, obj_h, obj_w);
-#pragma omp parallel for schedule(static) if (batch * ny * nx > kParallelThreshold)
+  const int team = threads > 0 ? threads : omp_get_max_threads();
+#pragma omp parallel for num_threads(team) schedule(static) if (batch * ny * nx > kParallelThreshold)
   for (int iy = 0; iy < ny; ++iy) {
     T* dst = out + int64_t(iy) * nx;
     std::fill(dst, dst + nx, T(0));
@@ -142,7 +143,7 @@ void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const
                                        cplx<T>*);                                                                  \
   template void overlap_add_cpu<T>(const cplx<T>*, const double*, int64_t, int, int, int64_t, int64_t, cplx<T>*); \
   template void overlap_add_patch_cpu<T>(const T*, const double*, int64_t, int, int, int64_t, int64_t, T*);       \
-  template void window_power_cpu<T>(const cplx<T>*, int64_t, int64_t, const double*, int64_t, int, int, T*);
+  template void window_power_cpu<T>(const cplx<T>*, int64_t, int64_t, const double*, int64_t, int, int, int, T*);
 MSPT_INSTANTIATE(float)
 MSPT_INSTANTIATE(double)
 #undef MSPT_INSTANTIATE

@@ -36,9 +36,10 @@ template <class T>
 void overlap_add_patch_cpu(const T* patch, const double* positions_px, int64_t batch, int ny, int nx, int64_t obj_h,
                            int64_t obj_w, T* out);
 
-// The summed |object window|^2 over the probe windows: out [ny, nx] (overwritten), deterministic.
+// The summed |object window|^2 over the probe windows: out [ny, nx] (overwritten), deterministic; on
+// `threads` threads (0: OpenMP's default).
 template <class T>
 void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const double* positions_px, int64_t batch,
-                      int ny, int nx, T* out);
+                      int ny, int nx, int threads, T* out);
 
 }  // namespace mspt

@@ -414,11 +414,14 @@ template <class T>
 void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, int64_t count) {
   const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
   if (a.grad_slices != nullptr) {
-    const int64_t rows = int64_t(S) * a.obj_h;
+    // Only the rows the chunk's windows cover: the rest of the object is not visited.
+    const int64_t first_row = *std::min_element(chunk_r0_.begin(), chunk_r0_.begin() + count);
+    const int64_t span = *std::max_element(chunk_r0_.begin(), chunk_r0_.begin() + count) + ny - first_row;
+    const int64_t rows = int64_t(S) * span;
     const bool parallel = count * int64_t(S) * ny * nx > (int64_t(1) << 16);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
     for (int64_t sr = 0; sr < rows; ++sr) {
-      const int64_t s = sr / a.obj_h, row = sr % a.obj_h;
+      const int64_t s = sr / span, row = first_row + sr % span;
       cplx<T>* dst_row = a.grad_slices + (s * a.obj_h + row) * a.obj_w;
       for (int64_t c = 0; c < count; ++c) {
         const int64_t r0 = chunk_r0_[c];
@@ -460,7 +463,8 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
   prepare(a);
   if (backward && a.grad_slices != nullptr) {
     if (patch_grads_.size() == 0) patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
-    std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
+    if (!a.accumulate_slices)
+      std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
   }
   if (backward && a.grad_probe != nullptr) {
     if (probe_grads_.size() == 0) probe_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * modes_ * plane_);

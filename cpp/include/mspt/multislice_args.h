@@ -44,8 +44,11 @@ struct MultisliceArgs {
   int likelihood = kPoisson;
   T eps = T(1e-6);
 
-  // Gradient outputs (overwritten, not accumulated).
+  // Gradient outputs (overwritten, not accumulated, except grad_slices with accumulate_slices).
   cplx<T>* grad_slices = nullptr;   // [S, H, W]
+  // The slice gradient is added to grad_slices' content: a reconstruction keeps one zeroed buffer and clears
+  // only the windows it used, instead of clearing the whole object every batch.
+  bool accumulate_slices = false;
   cplx<T>* grad_probe = nullptr;    // [M, ny, nx]
   double* grad_positions = nullptr; // [B, 2] dL/d(y, x) in pixels
   double* grad_tilt = nullptr;      // [2] dL/d(tan ty, tan tx)

@@ -93,10 +93,13 @@ def multislice_forward(slices, probe, positions_px, dz_A, energy_eV=None, sampli
     return (result, call.result(exit_waves)) if return_exit_waves else result
 
 
-def _gradient_outputs(call: DeviceCall, m: _Multislice, wrt: set[str]) -> dict:
+def _gradient_outputs(call: DeviceCall, m: _Multislice, wrt: set[str], slices_into=None) -> dict:
+    """The gradient arrays a call fills; the slice gradient goes to ``slices_into`` where one is given."""
     B, S, M, ny, nx = m.shape
+    if "slices" in wrt and slices_into is None:
+        slices_into = call.empty(m.slices.shape, np.complex64)
     return dict(
-        grad_slices=call.empty(m.slices.shape, np.complex64) if "slices" in wrt else None,
+        grad_slices=slices_into if "slices" in wrt else None,
         grad_probe=call.empty((M, ny, nx), np.complex64) if "probe" in wrt else None,
         grad_positions=call.empty((B, 2), np.float64) if "positions" in wrt else None,
         grad_tilt=call.empty((2,), np.float64) if "tilt" in wrt else None,
@@ -133,7 +136,8 @@ def multislice_vjp(grad_intensities, slices, probe, positions_px, dz_A, energy_e
 
 def multislice_loss_grad(data, slices, probe, positions_px, dz_A, energy_eV=None, sampling_A=None, *,
                          likelihood="poisson", eps=1e-6, tilt_mrad=(0.0, 0.0), bandlimit=True, wrt=_ms._WRT,
-                         device="cuda", threads=None, check_data=True, call: DeviceCall):  # fmt: skip
+                         device="cuda", threads=None, check_data=True, accumulate_slices=None,
+                         call: DeviceCall):  # fmt: skip
     """:func:`mspt.ops.multislice_loss_grad` on CUDA arrays. Returns a Python float loss, so it waits for
     its work (and checks positions and counts on the host, as the CPU path does)."""
     if likelihood not in _ms.LIKELIHOODS:
@@ -145,11 +149,14 @@ def multislice_loss_grad(data, slices, probe, positions_px, dz_A, energy_eV=None
         raise ValueError(f"data: expected shape {(B, ny, nx)} (positions, ky, kx), got {d.shape}")
     if check_data and not (call.all_finite(d) and call.all_nonnegative(d)):
         raise ValueError("data: expected finite, non-negative counts")
-    outputs = _gradient_outputs(call, m, _ms._wrt_set(wrt))
+    wrt = _ms._wrt_set(wrt)
+    accumulate = accumulate_slices is not None and "slices" in wrt
+    into = call.output("accumulate_slices", accumulate_slices, m.slices.shape, np.complex64) if accumulate else None
+    outputs = _gradient_outputs(call, m, wrt, slices_into=into)
     per_position = call.empty((B,), np.float64)
     loss = call.empty((1,), np.float64)
     m.run(source=2, data=d, likelihood=_ms.LIKELIHOODS[likelihood], eps=float(eps), loss=loss,
-          loss_per_position=per_position, synchronize=True, **outputs)  # fmt: skip
+          loss_per_position=per_position, synchronize=True, accumulate_slices=accumulate, **outputs)  # fmt: skip
     return _grads(call, m, outputs, loss=float(call.to_host(loss)[0]), loss_per_position=call.result(per_position))
 
 

@@ -125,10 +125,11 @@ def illumination(patch, positions_px, object_shape) -> np.ndarray:
 
 
 @accepts_arrays(obj="complex", positions_px="real")
-def window_power(obj, positions_px, window) -> np.ndarray:
-    """The sum over probe windows of |object window|^2: (ny, nx) float32 (complex64 object)."""
+def window_power(obj, positions_px, window, threads: int | None = None) -> np.ndarray:
+    """The sum over probe windows of |object window|^2: (ny, nx) float32 (complex64 object), on ``threads``
+    threads (None: OpenMP's default)."""
     obj = np.ascontiguousarray(obj, dtype=np.complex64)
     if obj.ndim != 2:
         raise ValueError(f"object: expected shape (H, W), got {obj.shape}")
     ny, nx = _pair("window", window, "pixels")
-    return _core.window_power(obj, _positions(positions_px), int(ny), int(nx))
+    return _core.window_power(obj, _positions(positions_px), int(ny), int(nx), int(threads or 0))

@@ -350,14 +350,26 @@ def _wrt_set(wrt: Iterable[str]) -> set[str]:
     return wrt
 
 
-def _gradient_outputs(call: _Call, wrt: set[str]) -> dict:
+def _gradient_outputs(call: _Call, wrt: set[str], slices_into: np.ndarray | None = None) -> dict:
+    """The gradient arrays a call fills; the slice gradient goes to ``slices_into`` where one is given."""
     B, S, M, ny, nx = call.shape
+    slices = np.empty(call.slices.shape, call.complex_dtype) if slices_into is None else slices_into
     return dict(
-        grad_slices=np.empty(call.slices.shape, call.complex_dtype) if "slices" in wrt else None,
+        grad_slices=slices if "slices" in wrt else None,
         grad_probe=np.empty((M, ny, nx), call.complex_dtype) if "probe" in wrt else None,
         grad_positions=np.empty((B, 2), np.float64) if "positions" in wrt else None,
         grad_tilt=np.empty(2, np.float64) if "tilt" in wrt else None,
     )
+
+
+def _accumulator(value, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An ``accumulate_slices`` argument checked: the caller's own array, added to in place."""
+    if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or value.dtype != dtype:
+        got = f"dtype {value.dtype}, shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(f"accumulate_slices: expected a {np.dtype(dtype).name} array of shape {tuple(shape)}, got {got}")
+    if not value.flags.c_contiguous or not value.flags.writeable:
+        raise ValueError("accumulate_slices: expected a C-contiguous, writable array (it is added to in place)")
+    return value
 
 
 def _grads(call: _Call, outputs: dict, **extra) -> MultisliceGrads:
@@ -425,7 +437,10 @@ def _check_tape(tape, call: _Call, wrt: set[str]) -> None:
         raise ValueError("tape: recorded without tape_with_tilt=True, which the tilt gradient needs")
 
 
-@accepts_arrays(device_path="multislice_loss_grad", data="real", slices="complex", probe="complex", positions_px="real")
+@accepts_arrays(
+    outputs=("accumulate_slices",), device_path="multislice_loss_grad", data="real", slices="complex", probe="complex",
+    positions_px="real",
+)
 def multislice_loss_grad(
     data,
     slices,
@@ -443,6 +458,7 @@ def multislice_loss_grad(
     device: str = "cpu",
     threads: int | None = None,
     check_data: bool = True,
+    accumulate_slices=None,
 ) -> MultisliceGrads:
     """Likelihood of measured patterns ``data`` (B, ny, nx, counts, zero frequency at the centre) under the
     multislice model, and its gradients, in one pass (no intensities stored).
@@ -453,6 +469,10 @@ def multislice_loss_grad(
     non-negative (for callers that checked them once already). ``wrt=()`` computes the loss alone: the
     engine stops after the forward pass and the likelihood (no backward pass, no per-slice waves kept), in
     about the time of :func:`multislice_forward`, and its loss equals a gradient call's bit for bit.
+    ``accumulate_slices``: a C-contiguous (S, H, W) array of the slices' complex dtype that the slice
+    gradient is added to in place (and that comes back as ``MultisliceGrads.slices``) instead of a new
+    array: a loop over batches keeps one zeroed buffer and clears only the windows it used, rather than
+    clearing and allocating a whole object per batch.
     Returns :class:`MultisliceGrads` with ``loss`` and ``loss_per_position`` set."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {tuple(LIKELIHOODS)}, got {likelihood!r}")
@@ -463,7 +483,11 @@ def multislice_loss_grad(
         raise ValueError(f"data: expected shape {(B, ny, nx)} (positions, ky, kx), got {d.shape}")
     if check_data and (not np.all(np.isfinite(d)) or np.any(d < 0)):
         raise ValueError("data: expected finite, non-negative counts")
-    outputs = _gradient_outputs(call, _wrt_set(wrt))
+    wrt = _wrt_set(wrt)
+    accumulate = accumulate_slices is not None and "slices" in wrt
+    into = _accumulator(accumulate_slices, call.slices.shape, call.complex_dtype) if accumulate else None
+    outputs = _gradient_outputs(call, wrt, slices_into=into)
     per_position = np.empty(B, np.float64)
-    loss = call.run(source=2, data=d, likelihood=LIKELIHOODS[likelihood], eps=float(eps), loss_per_position=per_position, **outputs)
+    loss = call.run(source=2, data=d, likelihood=LIKELIHOODS[likelihood], eps=float(eps), loss_per_position=per_position,
+                    accumulate_slices=accumulate, **outputs)  # fmt: skip
     return _grads(call, outputs, loss=float(loss), loss_per_position=per_position)

@@ -42,6 +42,7 @@ from .. import _validate, ops
 from ..probe import make_probe
 from .config import PtychoConfig
 from .memory import preferred_batch_size
+from .object_step import windowed_object_step
 from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .position_search import FINE_STEP_PX, coarse_step_px, disk_offsets, refine_offsets
@@ -221,11 +222,17 @@ class PtychoEngine:
             self.position_curvature = self._position_curvature()
         gradient = np.zeros_like(self.positions_px) if refine_scan else None
         total_loss = 0.0
+        # Pixels outside a batch's windows keep whatever the last iteration's filters left: project them once
+        # here; from then on each batch's step projects its own windows (object_step.py).
+        apply_object_constraint(self.slices, cfg.object_constraint, out=self.slices)
+        # One zeroed slice-gradient buffer for the pass: each batch adds its gradient there and its step
+        # clears the windows it read, so no batch allocates or clears an object.
+        slice_gradient = np.zeros_like(self.slices)
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
                 self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
-                wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False,
+                wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False, accumulate_slices=slice_gradient,
             )  # fmt: skip
             total_loss += fit.loss
             self.loss_per_position[batch] = fit.loss_per_position
@@ -238,6 +245,7 @@ class PtychoEngine:
             if refine_positions:
                 self._step_positions(batch, fit.positions_px)
             del fit  # this batch's gradients are freed before the next batch's are made: their memory is reused
+        del slice_gradient  # freed before the iteration's filters make their own stack-sized temporaries
         if refine_scan:
             self._step_scan_model(gradient)
         if refine_positions and (self.iteration - cfg.refine_positions_from) % SEARCH_EVERY == SEARCH_EVERY - 1:
@@ -450,17 +458,21 @@ class PtychoEngine:
         return np.where(np.array([hy, hx]) > 0, np.array([hy, hx]), fallback)
 
     def _step_slices(self, grad: np.ndarray, probe_intensity: np.ndarray, positions: np.ndarray, curvature: float):
-        illumination = ops.illumination(probe_intensity, positions, self.slices.shape[1:])
-        # Every slice's Newton step alone would correct the whole exit wave; taken together they would
-        # correct it n_slices times over, so each slice takes its share.
-        _preconditioned_step(self.slices, grad, illumination, self.config.object_step, 2 * curvature * len(self.slices))
-        # The constraint is a projection after every step: left to the end of the pass, the many small steps
-        # of a small batch can pile amplitude past 1 far enough to overflow (a wrong detector calibration
-        # reached NaN within the first pass of 16 batches of 16).
-        apply_object_constraint(self.slices, self.config.object_constraint, out=self.slices)
+        """The preconditioned step and the object constraint over the batch's windows; ``grad`` is cleared
+        there (object_step.py). Every slice's Newton step alone would correct the whole exit wave; taken
+        together they would correct it n_slices times over, so each slice takes its share. The constraint
+        projects after every step: left to the end of the pass, the many small steps of a small batch can
+        pile amplitude past 1 far enough to overflow (a wrong detector calibration reached NaN within the
+        first pass of 16 batches of 16)."""
+        cfg = self.config
+        windowed_object_step(
+            self.slices, grad, probe_intensity, positions, step=cfg.object_step,
+            curvature=2 * curvature * len(self.slices), floor_fraction=ILLUMINATION_FLOOR,
+            constraint=cfg.object_constraint, threads=cfg.threads,
+        )  # fmt: skip
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
-        coverage = ops.window_power(self.slices[0], positions, self.window)
+        coverage = ops.window_power(self.slices[0], positions, self.window, threads=self.config.threads)
         _preconditioned_step(self.probe, grad, coverage, self.config.probe_step, 2 * curvature)
 
     def _finish_iteration(self, refine_probe: bool, refine_positions: bool):

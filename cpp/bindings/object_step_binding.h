@@ -1,0 +1,60 @@
+// The Python face of the windowed object step (cpu/object_step_cpu.h): arrays checked against the slices'
+// shape and precision, the work run with the GIL released.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <complex>
+
+#include "bindings/check_array.h"
+#include "cpu/object_step_cpu.h"
+
+namespace mspt {
+namespace py = pybind11;
+
+template <class T>
+double windowed_object_step_typed(const py::array& slices, const py::array& grad, const py::array& probe_intensity,
+                                  const py::array& positions, double step, double curvature, double floor_fraction,
+                                  int constraint, int threads) {
+  using C = std::complex<T>;
+  ObjectStepArgs<T> a;
+  a.slices = reinterpret_cast<cplx<T>*>(check_array<C>("slices", slices, {-1, -1, -1}, true));
+  a.n_slices = slices.shape(0);
+  a.obj_h = slices.shape(1);
+  a.obj_w = slices.shape(2);
+  a.grad = reinterpret_cast<cplx<T>*>(check_array<C>("grad", grad, {a.n_slices, a.obj_h, a.obj_w}, true));
+  a.probe_intensity = check_array<T>("probe_intensity", probe_intensity, {-1, -1}, false);
+  a.ny = int(probe_intensity.shape(0));
+  a.nx = int(probe_intensity.shape(1));
+  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
+  a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
+  a.batch = B;
+  a.step = T(step);
+  a.curvature = T(curvature);
+  a.floor_fraction = T(floor_fraction);
+  a.constraint = constraint;
+  a.threads = threads;
+  py::gil_scoped_release release;
+  return double(windowed_object_step_cpu<T>(a));
+}
+
+inline void bind_object_step(py::module_& m) {
+  using namespace pybind11::literals;
+  m.def(
+      "windowed_object_step",
+      [](const py::array& slices, const py::array& grad, const py::array& probe_intensity, const py::array& positions,
+         double step, double curvature, double floor_fraction, int constraint, int threads) {
+        if (slices.dtype().is(py::dtype::of<std::complex<double>>()))
+          return windowed_object_step_typed<double>(slices, grad, probe_intensity, positions, step, curvature,
+                                                    floor_fraction, constraint, threads);
+        return windowed_object_step_typed<float>(slices, grad, probe_intensity, positions, step, curvature,
+                                                 floor_fraction, constraint, threads);
+      },
+      "slices"_a, "grad"_a, "probe_intensity"_a, "positions_px"_a, "step"_a, "curvature"_a, "floor_fraction"_a,
+      "constraint"_a, "threads"_a = 0,
+      "The preconditioned object step of one batch over the union of its probe windows: slices updated and "
+      "constrained in place, grad zeroed where it was read; returns the batch's largest illumination.");
+}
+
+}  // namespace mspt
