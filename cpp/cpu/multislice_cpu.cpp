@@ -433,14 +433,18 @@ void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, 
     }
   }
   if (a.grad_probe != nullptr) {
-    const int64_t bins = int64_t(M) * n_;
-    const bool parallel = count * bins > (int64_t(1) << 16);
+    // Row by row, positions in order within a row: each bin sums in position order as before, and the
+    // innermost loop runs along contiguous bins (it vectorises).
+    const int64_t rows = int64_t(M) * ny;
+    const bool parallel = count * rows * nx > (int64_t(1) << 16);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
-    for (int64_t mi = 0; mi < bins; ++mi) {
-      const size_t m = size_t(mi) / n_, i = size_t(mi) % n_;
-      cplx<T> acc = probe_acc_[m * plane_ + i];
-      for (int64_t c = 0; c < count; ++c) acc = acc + probe_grads_[(size_t(c) * M + m) * plane_ + i];
-      probe_acc_[m * plane_ + i] = acc;
+    for (int64_t mr = 0; mr < rows; ++mr) {
+      const size_t m = size_t(mr / ny), offset = size_t(mr % ny) * nx;
+      cplx<T>* acc = probe_acc_.data() + m * plane_ + offset;
+      for (int64_t c = 0; c < count; ++c) {
+        const cplx<T>* src = probe_grads_.data() + (size_t(c) * M + m) * plane_ + offset;
+        for (int ix = 0; ix < nx; ++ix) acc[ix] = acc[ix] + src[ix];
+      }
     }
   }
   (void)first;
