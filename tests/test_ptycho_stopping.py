@@ -110,3 +110,26 @@ def test_regularisation_weight_chosen_by_the_held_out_patterns(low_dose, measure
     measured("stopping", f"kz strength chosen {choice['value']} from validation losses {scores}", result_fidelity(result, low_dose), 0.97, ">")
     with pytest.raises(ValueError, match='kz_strength: expected a non-negative number or "auto"'):
         config(low_dose, kz_strength="strong")
+
+
+def test_the_over_relaxed_object_step_ends_where_the_validation_loss_stalls(low_dose):
+    """While a validation set is held out the object takes OVERRELAXATION times its step; once the validation
+    loss has not improved for `patience` iterations the run goes back to its best state, takes the configured
+    step from there, and the stopping rule's patience starts again. A run without a validation set never
+    over-relaxes."""
+    scan = low_dose.scan("nominal", "entrance")
+    cfg = config(low_dose)
+    assert not PtychoEngine.start(scan, config(low_dose, stop="fixed"), scan.check_patterns()).overrelaxed
+    engine = PtychoEngine.start(scan, cfg, scan.check_patterns())
+    assert engine.overrelaxed
+    while engine.overrelaxed:
+        engine.run_iteration()
+        assert engine.iteration < 60, "the over-relaxed phase never ended"
+    assert engine.iteration - engine.stop.best_iteration > cfg.patience  # it ended on a stall
+    assert engine.stop.patience_from == engine.iteration
+    np.testing.assert_array_equal(engine.slices, engine.best["slices"])  # from the best state
+    np.testing.assert_array_equal(engine.positions_px, engine.best["positions_px"])
+    assert not np.any(engine.position_velocity)
+    assert not engine.stop.should_stop("validation", engine.iteration, cfg.patience)
+    resumed = PtychoEngine.from_state(scan, cfg, engine.state())  # the phase survives a checkpoint
+    assert not resumed.overrelaxed and resumed.stop.patience_from == engine.iteration

@@ -54,6 +54,7 @@ class StopState:
     discrepancy_history: list = dataclasses.field(default_factory=list)
     best_validation: float = float("inf")
     best_iteration: int = -1
+    patience_from: int = -1  # patience also counts from here (a change of step restarts it)
     stop_reason: str = ""
 
     def record(self, validation: float, discrepancy: float, iteration: int) -> bool:
@@ -66,9 +67,13 @@ class StopState:
             return True
         return False
 
+    def stalled(self, iteration: int, patience: int) -> bool:
+        """Whether the validation loss has not improved for ``patience`` iterations after ``iteration``."""
+        return self.best_iteration >= 0 and iteration - max(self.best_iteration, self.patience_from) > patience
+
     def should_stop(self, rule: str, iteration: int, patience: int) -> bool:
         """Decide after ``iteration`` iterations; sets ``stop_reason`` when stopping."""
-        if rule == "validation" and self.best_iteration >= 0 and iteration - self.best_iteration > patience:
+        if rule == "validation" and self.stalled(iteration, patience):
             self.stop_reason = (
                 f"validation loss has not improved for {patience} iterations; best at iteration {self.best_iteration}"
             )
