@@ -241,8 +241,9 @@ class PtychoEngine:
         # here; from then on each batch's step projects its own windows (object_step.py).
         apply_object_constraint(self.slices, cfg.object_constraint, out=self.slices)
         # One zeroed slice-gradient buffer for the pass: each batch adds its gradient there and its step
-        # clears the windows it read, so no batch allocates or clears an object.
-        slice_gradient = np.zeros_like(self.slices)
+        # clears the windows it read, so no batch allocates or clears an object. (The CUDA engine returns
+        # a whole gradient per batch; accumulating on the host would first send the buffer to the device.)
+        slice_gradient = np.zeros_like(self.slices) if cfg.device == "cpu" else None
         for batch in self._batches():
             fit = ops.multislice_loss_grad(
                 self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
