@@ -14,6 +14,7 @@ namespace {
 
 // Below this many elements a parallel region costs more than it saves (and stalls behind any busy core).
 constexpr int64_t kParallelThreshold = int64_t(1) << 16;
+constexpr int64_t kLightLoopThreshold = int64_t(1) << 21;
 
 // Runs fn(k, spectrum) between a forward and an inverse FFT of every wave, one wave per thread.
 template <class T, class SpectrumOp>
@@ -124,7 +125,9 @@ void window_power_cpu(const cplx<T>* object, int64_t obj_h, int64_t obj_w, const
                       int ny, int nx, int threads, T* out) {
   validate_windows(positions_px, batch, ny, nx, obj_h, obj_w);
   const int team = threads > 0 ? threads : omp_get_max_threads();
-#pragma omp parallel for num_threads(team) schedule(static) if (batch * ny * nx > kParallelThreshold)
+  // One multiply-add per element: a team pays only on far larger sums than a batch's (32 windows of 64^2
+  // took 117 us on 2 threads against 55 us on 1).
+#pragma omp parallel for num_threads(team) schedule(static) if (batch * ny * nx > kLightLoopThreshold)
   for (int iy = 0; iy < ny; ++iy) {
     T* dst = out + int64_t(iy) * nx;
     std::fill(dst, dst + nx, T(0));
