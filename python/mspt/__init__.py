@@ -18,6 +18,7 @@ from . import ops  # noqa: E402
 from ._warning import ReconstructionWarning  # noqa: E402
 from .constants import interaction_parameter, wavelength_A
 from .probe import Probe, make_probe
+from .probe_defocus import probe_defocus_A
 
 try:
     __version__ = _version("mspt")
@@ -37,4 +38,4 @@ def run(config, **options):
     return run_pipeline(config, **options)
 
 
-__all__ = ["Probe", "run", "ReconstructionWarning", "make_probe", "ops", "wavelength_A", "interaction_parameter", "__version__"]
+__all__ = ["Probe", "run", "ReconstructionWarning", "make_probe", "probe_defocus_A", "ops", "wavelength_A", "interaction_parameter", "__version__"]

@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import _validate, ops
 from ..probe import make_probe
+from ..probe_defocus import probe_defocus_A
 from .config import PtychoConfig
 from .memory import preferred_batch_size
 from .object_step import windowed_object_step
@@ -550,6 +551,12 @@ class PtychoEngine:
     # -- views -----------------------------------------------------------------------------------------
     def positions_A(self) -> np.ndarray:
         return self.positions_px * np.array(self.sampling_A) + self.object_origin_A
+
+    def refined_defocus_A(self) -> float:
+        """The probe's defocus (A) read off its phase, referred to the plane the scan's defocus refers to: the
+        probe sits at the entrance of the stack, which re-centring moved ``stack_shift_A`` downstream."""
+        entrance_depth_A = float(self.scan.defocus_A) - entrance_defocus_A(self.scan, self.config) - self.stack_shift_A
+        return probe_defocus_A(self.probe, self.scan.energy_eV, self.sampling_A) + entrance_depth_A
 
     def summed_phase(self) -> np.ndarray:
         return np.sum(np.angle(self.slices), axis=0)

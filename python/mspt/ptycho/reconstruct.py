@@ -126,6 +126,7 @@ def reconstruct(
         position_offsets_A=engine.position_offsets_px() * np.array(sampling),
         warnings=list(engine.diagnostics.records),
         stack_shift_A=float(engine.stack_shift_A),
+        probe_defocus_A=engine.refined_defocus_A(),
         timings={"total": total, "per_iteration": float(np.mean(iteration_times)) if iteration_times else 0.0},
         config=config,
     )

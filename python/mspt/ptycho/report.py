@@ -56,7 +56,10 @@ def save_report(result: PtychoResult, path) -> pathlib.Path:
         if ax is None:
             break
         ax.imshow(np.abs(result.probe[m]) ** 2, cmap="magma")
-        ax.set_title(f"probe mode {m} ({np.sum(np.abs(result.probe[m]) ** 2) / total:.1%})")
+        title = f"probe mode {m} ({np.sum(np.abs(result.probe[m]) ** 2) / total:.1%})"
+        if m == 0 and result.probe_defocus_A is not None:
+            title += f"\nrefined defocus {result.probe_defocus_A:.1f} A"
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
 
     ax = axes[0, -1] if axes.shape[1] > 2 else axes[1, 1]

@@ -37,6 +37,9 @@ class PtychoResult:
     stack_shift_A : how far (A) re-centring moved the slices' content downstream of where the defocus and
         ``stack_centre_A`` placed the stack; the probe is given at the entrance of the stack so moved, i.e. at
         depth ``stack_centre_A - thickness / 2 - stack_shift_A`` from the defocus reference plane.
+    probe_defocus_A : the refined probe's defocus (A, ``-C10``) referred to the plane the scan's ``defocus_A``
+        refers to, read off its phase (:func:`mspt.probe_defocus_A`): the probe's refinement refines the
+        defocus, so a value far from the scan's says its defocus was off (None in files written before).
     frc_resolution_A : with ``self_check="frc"``, the half-data FRC resolution (1/7 threshold, A); ``frc`` the
         curve and both estimates (frc.FRCResult.as_dict); None otherwise.
     """
@@ -67,6 +70,7 @@ class PtychoResult:
     frc_resolution_A: float | None = None
     frc: dict | None = None
     stack_shift_A: float = 0.0
+    probe_defocus_A: float | None = None
 
     @property
     def iterations(self) -> int:

@@ -3,9 +3,10 @@
 ``validation_loss``, ``discrepancy``, ``summed_phase``, ``nominal_positions_A``, ``tilt_mrad`` and
 ``validation_indices``, the scan model's ``scan_affine`` (2, 2), ``scan_drift_A`` (2,) and
 ``position_offsets_A`` (N, 2); attributes ``pixel_size_A``, ``slice_thickness_A``, ``object_origin_A``,
-``stop_reason``, ``iterations_run``, ``best_iteration``, ``stack_shift_A``, ``regularisation`` (JSON),
-``config`` (JSON), ``warnings`` (JSON list of [code, message]), and with the half-data self-check ``frc_resolution_A`` and
-``frc`` (JSON: the FRC curve and both resolution estimates).
+``stop_reason``, ``iterations_run``, ``best_iteration``, ``stack_shift_A``, ``probe_defocus_A`` (where
+known), ``regularisation`` (JSON), ``config`` (JSON), ``warnings`` (JSON list of [code, message]), and with
+the half-data self-check ``frc_resolution_A`` and ``frc`` (JSON: the FRC curve and both resolution
+estimates).
 
 Writes are atomic (a temporary copy of the file is written and renamed over it), and an existing group is
 replaced only with ``overwrite=True``."""
@@ -53,6 +54,8 @@ def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = 
         g.attrs["iterations_run"] = int(result.iterations_run)
         g.attrs["best_iteration"] = int(result.best_iteration)
         g.attrs["stack_shift_A"] = float(result.stack_shift_A)
+        if result.probe_defocus_A is not None:
+            g.attrs["probe_defocus_A"] = float(result.probe_defocus_A)
         g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
         g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
         g.attrs["timings"] = json.dumps(result.timings)
@@ -88,5 +91,6 @@ def load_result(path, tilt: int = 0) -> PtychoResult:
             warnings=[tuple(w) for w in json.loads(g.attrs.get("warnings", "[]"))],
             frc_resolution_A=float(g.attrs["frc_resolution_A"]) if "frc_resolution_A" in g.attrs else None,
             stack_shift_A=float(g.attrs.get("stack_shift_A", 0.0)),
+            probe_defocus_A=float(g.attrs["probe_defocus_A"]) if "probe_defocus_A" in g.attrs else None,
             frc=json.loads(g.attrs["frc"]) if "frc" in g.attrs else None,
         )
