@@ -5,12 +5,6 @@
 
 namespace mspt {
 
-int64_t WindowRows::pixels() const {
-  int64_t total = 0;
-  for (const auto& run : runs) total += run.second - run.first;
-  return total;
-}
-
 WindowRows window_rows(const double* positions_px, int64_t batch, int ny, int nx) {
   WindowRows u;
   u.ny = ny;
@@ -19,6 +13,7 @@ WindowRows window_rows(const double* positions_px, int64_t batch, int ny, int nx
   for (int64_t b = 0; b < batch; ++b) u.windows[b] = probe_window(positions_px[2 * b], positions_px[2 * b + 1], ny, nx);
   if (batch == 0) {
     u.row_begin.assign(1, 0);
+    u.run_pixel.assign(1, 0);
     return u;
   }
   // Windows by first column: each row's runs then come out ascending and merge as they are met.
@@ -50,6 +45,10 @@ WindowRows window_rows(const double* positions_px, int64_t batch, int ny, int nx
     }
   }
   u.row_begin[rows] = int64_t(u.runs.size());
+  u.run_pixel.resize(u.runs.size() + 1);
+  u.run_pixel[0] = 0;
+  for (size_t k = 0; k < u.runs.size(); ++k)
+    u.run_pixel[k + 1] = u.run_pixel[k] + u.runs[k].second - u.runs[k].first;
   return u;
 }
 

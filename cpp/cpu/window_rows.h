@@ -19,12 +19,13 @@ struct WindowRows {
   int64_t first_row = 0;             // the covered rows are [first_row, first_row + rows())
   std::vector<int64_t> row_begin;    // [rows + 1]: row r's runs are runs[row_begin[r] .. row_begin[r + 1])
   std::vector<std::pair<int64_t, int64_t>> runs;  // [c0, c1), ascending and disjoint within a row
+  std::vector<int64_t> run_pixel;  // [runs + 1]: where run k starts in the union's pixels packed run by run
 
   int64_t rows() const { return int64_t(row_begin.size()) - 1; }
   // Whether window b covers object row `row`.
   bool covers(int64_t b, int64_t row) const { return row >= windows[b].r0 && row < windows[b].r0 + ny; }
   // Covered pixels (each counted once).
-  int64_t pixels() const;
+  int64_t pixels() const { return run_pixel.back(); }
 };
 
 // The windows (ny x nx) at positions_px [B, 2] and the runs of their union. Windows must lie inside the
