@@ -6,6 +6,11 @@ import platform
 
 import pytest
 
+# mspt first: the OpenMP settings it makes at import (idle threads spin briefly, then sleep) then hold for
+# every OpenMP runtime loaded after it too, pyfftw's among them, so that the FFT floor's idle threads do not
+# spin into the engine's time (OpenMP's default spin lasts milliseconds).
+import mspt  # noqa: F401, E402
+
 RESULTS: list[tuple[str, dict]] = []
 
 

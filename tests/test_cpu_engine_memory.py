@@ -4,7 +4,7 @@ buffers, per thread, per call and per chunk of positions).
 
 The engine works through a call's positions in chunks of max(2t, min(max(16, 4t), 4 MiB / (S x plane bytes)))
 positions (t threads): the cases cover each branch of that rule (the thread bound, the cache bound and the
-minimum of two per thread)."""
+minimum of two per thread), and one thread with one mode, which keeps no object-gradient windows."""
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ CASES = {
     "thread bound (16), 2 threads": (2, 2, 1, (32, 40), True, False),
     "cache bound (5), 24 slices": (2, 24, 2, (64, 64), True, True),
     "two per thread (6), 3 threads": (3, 24, 1, (64, 64), False, False),
+    "no window buffers, 1 thread 1 mode": (1, 4, 1, (64, 64), True, False),
 }
 
 

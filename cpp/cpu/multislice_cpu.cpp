@@ -71,6 +71,9 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
   const int64_t cache_fit = kChunkCacheBytes / window_bytes;
   const int64_t balanced = std::max<int64_t>(16, 4 * int64_t(threads_));
   chunk_ = std::max<int64_t>(2 * int64_t(threads_), std::min(balanced, cache_fit));
+  // One thread visits the positions in order, and one mode needs no sum over modes first: each position
+  // then adds its window's gradient to the object's directly, in the order the chunk's reduction would.
+  direct_slices_ = threads_ == 1 && modes == 1;
   fft_ = Fft2Plan<T>::get(ny, nx);
   scratch_.resize(threads_);
   for (auto& sc : scratch_) {
@@ -326,22 +329,32 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
       const cplx<T>* psi = st.wave(s, m);
       cplx<T>* g = sc.grad.data();
       // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g, in
-      // one branch-free pass per case.
-      cplx<T>* patch = a.grad_slices != nullptr ? patch_grads_.data() + (size_t(slot) * S + s) * plane : nullptr;
+      // one branch-free pass per case. The window's gradient goes to this position's patch (rows of nx, the
+      // first mode overwrites) or, on one thread with one mode, straight into the object's gradient (rows
+      // of obj_w): the same sums in the same order, without the patch's round trip through memory.
+      cplx<T>* patch = nullptr;
+      int64_t patch_stride = nx;
+      if (a.grad_slices != nullptr && direct_slices_) {
+        patch = a.grad_slices + s * obj_plane + win.r0 * a.obj_w + win.c0;
+        patch_stride = a.obj_w;
+      } else if (a.grad_slices != nullptr) {
+        patch = patch_grads_.data() + (size_t(slot) * S + s) * plane;
+      }
+      const bool overwrite = m == 0 && !direct_slices_;
       for (int iy = 0; iy < ny; ++iy) {
         const size_t row = size_t(iy) * nx;
         cplx<T>* gr = g + row;
         const cplx<T>* pr = psi + row;
         if (patch == nullptr) {
           for (int ix = 0; ix < nx; ++ix) gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
-        } else if (m == 0) {
-          cplx<T>* out = patch + row;
+        } else if (overwrite) {
+          cplx<T>* out = patch + iy * patch_stride;
           for (int ix = 0; ix < nx; ++ix) {
             out[ix] = conj_mul(pr[ix], gr[ix]);
             gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
           }
         } else {
-          cplx<T>* out = patch + row;
+          cplx<T>* out = patch + iy * patch_stride;
           for (int ix = 0; ix < nx; ++ix) {
             out[ix] = out[ix] + conj_mul(pr[ix], gr[ix]);
             gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
@@ -413,7 +426,7 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
 template <class T>
 void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, int64_t count) {
   const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
-  if (a.grad_slices != nullptr) {
+  if (a.grad_slices != nullptr && !direct_slices_) {
     // Only the rows the chunk's windows cover: the rest of the object is not visited.
     const int64_t first_row = *std::min_element(chunk_r0_.begin(), chunk_r0_.begin() + count);
     const int64_t span = *std::max_element(chunk_r0_.begin(), chunk_r0_.begin() + count) + ny - first_row;
@@ -466,7 +479,8 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
   }
   prepare(a);
   if (backward && a.grad_slices != nullptr) {
-    if (patch_grads_.size() == 0) patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
+    if (patch_grads_.size() == 0 && !direct_slices_)
+      patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
     if (!a.accumulate_slices)
       std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
   }

@@ -6,11 +6,15 @@ alignment -> 3D atomic volume and atomic model. Lengths in angstrom, energies in
 
 import os as _os
 
-# Idle OpenMP threads sleep instead of spinning: the native core runs one parallel region per batch, and
-# spinning workers steal cores from the rest of the process (and from other jobs on shared nodes), which
-# costs far more than a wake-up. Set OMP_WAIT_POLICY yourself to override; it must be set before the
+# Idle OpenMP threads spin for about a tenth of a millisecond, then sleep. Waking a sleeping worker costs
+# tens of microseconds, and a reconstruction's batches start a few parallel regions each, a Python step
+# apart: two threads spent a quarter of an iteration waking each other (64^2 patterns). Spinning for
+# longer (OpenMP's default, milliseconds) steals cores from the rest of the process and from other jobs on
+# shared nodes. Set OMP_WAIT_POLICY (or GOMP_SPINCOUNT) yourself to override; it must be set before the
 # OpenMP runtime starts, i.e. before mspt's core is first imported.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # GNU OpenMP: a bounded spin before the sleep
 
 from importlib.metadata import PackageNotFoundError, version as _version  # noqa: E402
 
