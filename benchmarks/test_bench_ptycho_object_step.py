@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mspt import ops
-from mspt.ptycho.engine import ILLUMINATION_FLOOR, _preconditioned_step
+from mspt.ptycho.engine import ILLUMINATION_FLOOR
 from mspt.ptycho.object_step import windowed_object_step
 from mspt.ptycho.regularise import apply_object_constraint
 
@@ -23,8 +23,13 @@ def whole_object_update(slices, grad_shape, probe_intensity, positions):
     """The per-batch object work before the windowed step (the gradient's clearing included: the native
     call cleared an object-sized array every batch)."""
     grad = np.zeros(grad_shape, np.complex64)
-    illumination = ops.illumination(probe_intensity, positions, slices.shape[1:])
-    _preconditioned_step(slices, grad, illumination, 1.0, CURVATURE)
+    weight = ops.illumination(probe_intensity, positions, slices.shape[1:])
+    # The preconditioned step in place, object-sized temporaries avoided as the engine's NumPy step did.
+    weight += ILLUMINATION_FLOOR * weight.max()
+    weight *= CURVATURE
+    np.divide(1.0, weight, out=weight)
+    grad *= weight
+    slices -= grad
     apply_object_constraint(slices, "amplitude_le_1", out=slices)
 
 

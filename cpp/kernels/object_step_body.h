@@ -1,6 +1,6 @@
-// Object-update kernel bodies: the per-pixel arithmetic of the ptychography engine's preconditioned object
-// step and of the object constraint, written once for every backend (cpu/object_step_cpu.cpp loops over
-// them).
+// Update kernel bodies: the per-pixel arithmetic of the ptychography engine's preconditioned object and
+// probe steps and of the object constraint, written once for every backend (cpu/object_step_cpu.cpp and
+// cpu/probe_step_cpu.cpp loop over them).
 #pragma once
 
 #include "mspt/complex.h"

@@ -243,7 +243,37 @@ def _engine_shapes(slices_shape, probe_shape, positions_shape):
     return slices_shape, probe_shape, positions_shape
 
 
+# _scalars' results by their arguments: a reconstruction calls the engine with the same geometry batch after
+# batch, and the checks cost tens of microseconds each time (NumPy's dispatch, cold after a native call).
+_SCALARS_MEMO: dict = {}
+_SCALARS_MEMO_SIZE = 64
+
+
+def _memo_key(value):
+    """A hashable stand-in for a scalar argument (arrays by dtype, shape and bytes), or None if there is none."""
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (tuple, list)):
+        items = tuple(_memo_key(v) for v in value)
+        return None if None in items else (type(value).__name__, items)
+    if isinstance(value, (bool, int, float, str, type(None), np.number)):
+        return (type(value).__name__, value)
+    return None
+
+
 def _scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads) -> _Scalars:
+    key = _memo_key((dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads))
+    found = _SCALARS_MEMO.get(key) if key is not None else None
+    if found is None:
+        found = _checked_scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads)
+        if key is not None:
+            if len(_SCALARS_MEMO) >= _SCALARS_MEMO_SIZE:
+                _SCALARS_MEMO.clear()
+            _SCALARS_MEMO[key] = found
+    return found
+
+
+def _checked_scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads) -> _Scalars:
     dz_A = _finite_positive("dz_A", dz_A)
     wavelength = _wavelength_A(_finite_positive("energy_eV", energy_eV))
     sampling = _pair("sampling_A", sampling_A, "angstrom")
@@ -269,15 +299,13 @@ def _prepare(slices, probe, positions_px, dz_A, energy_eV, sampling_A, tilt_mrad
     slices_shape, probe_shape, positions_shape = _engine_shapes(slices.shape, probe.shape, positions.shape)
     slices, probe, positions = slices.reshape(slices_shape), probe.reshape(probe_shape), positions.reshape(positions_shape)
     for name, arr in (("slices", slices), ("probe", probe)):
-        if not (np.issubdtype(arr.dtype, np.complexfloating) or np.issubdtype(arr.dtype, np.floating)):
+        if arr.dtype.kind not in "cf":
             raise ValueError(f"{name}: expected a complex array, got dtype {arr.dtype}")
     precision = "double" if (slices.dtype == np.complex128 or probe.dtype == np.complex128) else "single"
     cdtype = np.complex128 if precision == "double" else np.complex64
     slices = np.ascontiguousarray(slices, dtype=cdtype)
     probe = np.ascontiguousarray(probe, dtype=cdtype)
-    positions = np.ascontiguousarray(positions)
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("positions_px: expected finite positions")
+    positions = np.ascontiguousarray(positions)  # each engine checks that every position is finite (windows.h)
     scalars = _scalars(dz_A, energy_eV, sampling_A, tilt_mrad, bandlimit, threads)
     return _Call(slices=slices, probe=probe, positions=positions, precision=precision, device=device, scalars=scalars)
 

@@ -45,6 +45,7 @@ from ..probe_defocus import probe_defocus_A
 from .config import PtychoConfig
 from .memory import preferred_batch_size
 from .object_step import windowed_object_step
+from .probe_step import windowed_probe_step
 from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .position_search import FINE_STEP_PX, coarse_step_px, disk_offsets, refine_offsets
@@ -246,21 +247,21 @@ class PtychoEngine:
         # a whole gradient per batch; accumulating on the host would first send the buffer to the device.)
         slice_gradient = np.zeros_like(self.slices) if cfg.device == "cpu" else None
         for batch in self._batches():
+            positions = self.positions_px[batch]  # a copy: the steps below use the positions the batch was fitted at
             fit = ops.multislice_loss_grad(
-                self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
+                self._read(batch), self.slices, self.probe, positions, self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
                 wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False, accumulate_slices=slice_gradient,
             )  # fmt: skip
             total_loss += fit.loss
             self.loss_per_position[batch] = fit.loss_per_position
-            positions = self.positions_px[batch]
             self._step_slices(fit.slices, probe_intensity, positions, curvature)
             if refine_probe:
                 self._step_probe(fit.probe, positions, curvature)
             if refine_scan:
                 gradient[batch] = fit.positions_px
             if refine_positions:
-                self._step_positions(batch, fit.positions_px)
+                self._step_positions(batch, positions, fit.positions_px)
             del fit  # this batch's gradients are freed before the next batch's are made: their memory is reused
         del slice_gradient  # freed before the iteration's filters make their own stack-sized temporaries
         if refine_scan:
@@ -325,14 +326,15 @@ class PtychoEngine:
         refine = self._refining(cfg.refine_positions_from)
         for i in range(0, len(self.validation), self.batch_size):
             batch = self.validation[i : i + self.batch_size]
+            positions = self.positions_px[batch]
             fit = ops.multislice_loss_grad(
-                self._read(batch), self.slices, self.probe, self.positions_px[batch], self.slice_thickness_A,
+                self._read(batch), self.slices, self.probe, positions, self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
                 wrt=("positions",) if refine else (), device=cfg.device, threads=cfg.threads, check_data=False,
             )  # fmt: skip
             self.loss_per_position[batch] = fit.loss_per_position
             if refine:
-                self._step_positions(batch, fit.positions_px)
+                self._step_positions(batch, positions, fit.positions_px)
         return float(np.mean(self.loss_per_position[self.validation]))
 
     def _discrepancy(self, training_loss: float, sample: int = 16) -> float:
@@ -393,12 +395,20 @@ class PtychoEngine:
                                   "and stack_centre_A placed it; the stack was re-centred on it and the probe "
                                   "refocused to match: check the defocus and the stack's placement")  # fmt: skip
 
-    def _step_positions(self, batch: np.ndarray, gradient: np.ndarray):
+    def _step_positions(self, batch: np.ndarray, positions: np.ndarray, gradient: np.ndarray):
+        """A curvature-scaled gradient step with momentum for the batch's positions (``positions``, the batch's
+        copy, is moved in place), each clipped to max_position_step_px and to the object. In-place arithmetic
+        (the same operations in the same order): this runs after every batch."""
         cfg = self.config
-        step = -cfg.position_step * gradient / self.position_curvature + POSITION_MOMENTUM * self.position_velocity[batch]
-        step = np.clip(step, -cfg.max_position_step_px, cfg.max_position_step_px)
+        step = gradient * -cfg.position_step
+        step /= self.position_curvature
+        velocity = self.position_velocity[batch]
+        velocity *= POSITION_MOMENTUM
+        step += velocity
+        step.clip(-cfg.max_position_step_px, cfg.max_position_step_px, out=step)
         self.position_velocity[batch] = step
-        self.positions_px[batch] = np.clip(self.positions_px[batch] + step, *self._position_bounds())
+        positions += step
+        self.positions_px[batch] = positions.clip(*self._position_bounds(), out=positions)
 
     def _position_refinement_start(self) -> int:
         """The first iteration that refines positions, one by one or through the scan model."""
@@ -504,8 +514,12 @@ class PtychoEngine:
         )  # fmt: skip
 
     def _step_probe(self, grad: np.ndarray, positions: np.ndarray, curvature: float):
-        coverage = ops.window_power(self.slices[0], positions, self.window, threads=self.config.threads)
-        _preconditioned_step(self.probe, grad, coverage, self.config.probe_step, 2 * curvature)
+        """The preconditioned probe step, its gains from the entrance slice's power over the batch's windows
+        (probe_step.py)."""
+        windowed_probe_step(
+            self.probe, grad, self.slices[0], positions, step=self.config.probe_step, curvature=2 * curvature,
+            floor_fraction=ILLUMINATION_FLOOR, threads=self.config.threads,
+        )  # fmt: skip
 
     def _finish_iteration(self, refine_probe: bool, refine_positions: bool):
         cfg = self.config
@@ -573,17 +587,6 @@ class PtychoEngine:
     def scan_drift_A(self) -> np.ndarray:
         """The scan model's drift (dy, dx) in A from the first pattern to the last."""
         return self.scan_model.drift_px(self.scan_parameters) * np.array(self.sampling_A)
-
-
-def _preconditioned_step(target: np.ndarray, grad: np.ndarray, weight: np.ndarray, step: float, curvature: float):
-    """``target -= step * grad / (curvature * (weight + ILLUMINATION_FLOOR * max(weight)))`` in place, in the
-    arrays' precision; ``grad`` and ``weight`` (the batch's own, broadcast over the leading axis) are
-    overwritten on the way, so no array of the target's size is allocated."""
-    weight += ILLUMINATION_FLOOR * weight.max()
-    weight *= curvature
-    np.divide(step, weight, out=weight)
-    grad *= weight
-    target -= grad
 
 
 def global_part(corrections: np.ndarray, nominal: np.ndarray, kind: str, fit_on: np.ndarray | None = None) -> np.ndarray:
