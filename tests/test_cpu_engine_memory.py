@@ -3,8 +3,9 @@ allocates, as it reports them after a reconstruction's iterations (``scratch_byt
 buffers, per thread, per call and per chunk of positions).
 
 The engine works through a call's positions in chunks of max(2t, min(max(16, 4t), 4 MiB / (S x plane bytes)))
-positions (t threads): the cases cover each branch of that rule (the thread bound, the cache bound and the
-minimum of two per thread), and one thread with one mode, which keeps no object-gradient windows."""
+positions (t threads), rounded down to a multiple of t: the cases cover each branch of that rule (the thread
+bound, the cache bound and the minimum of two per thread), and one thread with one mode, which keeps no
+object-gradient windows."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ PIXEL_A = 0.25
 # (threads, slices, modes, pattern (ny, nx), refine probe, refine tilt): the chunk rule's branch in the id.
 CASES = {
     "thread bound (16), 2 threads": (2, 2, 1, (32, 40), True, False),
-    "cache bound (5), 24 slices": (2, 24, 2, (64, 64), True, True),
+    "cache bound (4), 24 slices": (2, 24, 2, (64, 64), True, True),
     "two per thread (6), 3 threads": (3, 24, 1, (64, 64), False, False),
     "no window buffers, 1 thread 1 mode": (1, 4, 1, (64, 64), True, False),
 }
@@ -60,6 +61,7 @@ def test_chunk_rule_branches():
     plane = 64 * 64 * 8  # one 64 x 64 complex64 plane
     assert cpu_chunk_positions(2, 2, plane) == 16  # max(16, 4t): 4 MiB holds 64 positions of 2 slices
     assert cpu_chunk_positions(8, 2, plane) == 32
-    assert cpu_chunk_positions(2, 24, plane) == 5  # 4 MiB / (24 planes of 32 KiB) = 5.3 positions
+    assert cpu_chunk_positions(2, 24, plane) == 4  # 4 MiB / (24 planes of 32 KiB) = 5.3: 5, a multiple of 2: 4
+    assert cpu_chunk_positions(1, 24, plane) == 5
     assert cpu_chunk_positions(3, 24, plane) == 6  # at least two per thread
     assert cpu_chunk_positions(2, 200, plane) == 4

@@ -225,10 +225,12 @@ def native_threads(config: PtychoConfig) -> int:
 def cpu_chunk_positions(threads: int, n_slices: int, plane_bytes: int) -> int:
     """Positions per chunk of the CPU engine (its constructor's rule): enough for every thread to take
     several, ``max(16, 4 t)``, cut to what keeps the chunk's object-gradient windows (``n_slices`` planes of
-    ``plane_bytes`` each per position) within :data:`CPU_CHUNK_CACHE_BYTES`, but at least ``2 t``."""
+    ``plane_bytes`` each per position) within :data:`CPU_CHUNK_CACHE_BYTES`, but at least ``2 t``; then
+    rounded down to a multiple of ``t``, so that every thread takes as many."""
     balanced = max(16, 4 * threads)
     cache_fit = CPU_CHUNK_CACHE_BYTES // (n_slices * plane_bytes)
-    return max(2 * threads, min(balanced, cache_fit))
+    chunk = max(2 * threads, min(balanced, cache_fit))
+    return chunk - chunk % threads
 
 
 # -- geometry ----------------------------------------------------------------------------------------------
