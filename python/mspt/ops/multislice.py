@@ -252,7 +252,7 @@ _SCALARS_MEMO_SIZE = 64
 def _memo_key(value):
     """A hashable stand-in for a scalar argument (arrays by dtype, shape and bytes), or None if there is none."""
     if isinstance(value, np.ndarray):
-        return (value.dtype.str, value.shape, value.tobytes())
+        return None if value.dtype.hasobject else (value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, (tuple, list)):
         items = tuple(_memo_key(v) for v in value)
         return None if None in items else (type(value).__name__, items)
