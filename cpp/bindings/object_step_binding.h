@@ -1,11 +1,12 @@
-// The Python face of the windowed object step (cpu/object_step_cpu.h): arrays checked against the slices'
-// shape and precision, the work run with the GIL released.
+// The Python face of the windowed object step and the whole-stack constraint (cpu/object_step_cpu.h): arrays
+// checked against the slices' shape and precision, the work run with the GIL released.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <complex>
+#include <vector>
 
 #include "bindings/check_array.h"
 #include "cpu/object_step_cpu.h"
@@ -39,8 +40,28 @@ double windowed_object_step_typed(const py::array& slices, const py::array& grad
   return double(windowed_object_step_cpu<T>(a));
 }
 
+template <class T>
+void constrain_object_typed(const py::array& slices, int constraint, int threads) {
+  using C = std::complex<T>;
+  const std::vector<py::ssize_t> any_shape(size_t(slices.ndim()), -1);
+  cplx<T>* values = reinterpret_cast<cplx<T>*>(check_array<C>("slices", slices, any_shape, true));
+  const int64_t count = int64_t(slices.size());
+  py::gil_scoped_release release;
+  constrain_object_cpu<T>(values, count, constraint, threads);
+}
+
 inline void bind_object_step(py::module_& m) {
   using namespace pybind11::literals;
+  m.def(
+      "constrain_object",
+      [](const py::array& slices, int constraint, int threads) {
+        if (slices.dtype().is(py::dtype::of<std::complex<double>>()))
+          constrain_object_typed<double>(slices, constraint, threads);
+        else
+          constrain_object_typed<float>(slices, constraint, threads);
+      },
+      "slices"_a, "constraint"_a, "threads"_a = 0,
+      "The object constraint on every value of a C-contiguous complex array, in place.");
   m.def(
       "windowed_object_step",
       [](const py::array& slices, const py::array& grad, const py::array& probe_intensity, const py::array& positions,

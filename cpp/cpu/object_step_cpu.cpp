@@ -62,15 +62,33 @@ void step_rows(const ObjectStepArgs<T>& a, const WindowRows& u, const T* gain, b
   }
 }
 
+template <int Kind, class T>
+void constrain_values(cplx<T>* values, int64_t count, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (count > kParallelElements)
+  for (int64_t i = 0; i < count; ++i) values[i] = constrain_transmission<Kind>(values[i]);
+}
+
+void check_constraint(int constraint) {
+  if (constraint < kConstraintNone || constraint > kPhaseOnly)
+    throw std::invalid_argument("constraint: expected 0 (none), 1 (amplitude <= 1) or 2 (phase only)");
+}
+
 }  // namespace
+
+template <class T>
+void constrain_object_cpu(cplx<T>* values, int64_t count, int constraint, int threads) {
+  check_constraint(constraint);
+  if (threads <= 0) threads = omp_get_max_threads();
+  if (constraint == kAmplitudeAtMostOne) constrain_values<kAmplitudeAtMostOne>(values, count, threads);
+  if (constraint == kPhaseOnly) constrain_values<kPhaseOnly>(values, count, threads);
+}
 
 template <class T>
 T windowed_object_step_cpu(const ObjectStepArgs<T>& args) {
   ObjectStepArgs<T> a = args;
   if (a.threads <= 0) a.threads = omp_get_max_threads();
   if (a.ny < 1 || a.nx < 1) throw std::invalid_argument("probe_intensity: expected a non-empty (ny, nx) patch");
-  if (a.constraint < kConstraintNone || a.constraint > kPhaseOnly)
-    throw std::invalid_argument("constraint: expected 0 (none), 1 (amplitude <= 1) or 2 (phase only)");
+  check_constraint(a.constraint);
   validate_windows(a.positions, a.batch, a.ny, a.nx, a.obj_h, a.obj_w);
   const WindowRows u = window_rows(a.positions, a.batch, a.ny, a.nx);
   const bool parallel = u.pixels() * a.n_slices > kParallelElements;
@@ -99,5 +117,7 @@ T windowed_object_step_cpu(const ObjectStepArgs<T>& args) {
 
 template float windowed_object_step_cpu<float>(const ObjectStepArgs<float>&);
 template double windowed_object_step_cpu<double>(const ObjectStepArgs<double>&);
+template void constrain_object_cpu<float>(cplx<float>*, int64_t, int, int);
+template void constrain_object_cpu<double>(cplx<double>*, int64_t, int, int);
 
 }  // namespace mspt

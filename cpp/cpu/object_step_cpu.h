@@ -30,4 +30,9 @@ struct ObjectStepArgs {
 template <class T>
 T windowed_object_step_cpu(const ObjectStepArgs<T>& args);
 
+// The object constraint (ObjectConstraint) on every one of `count` transmission values, in place: the
+// engine projects the whole stack once per pass (the windowed step projects only a batch's windows).
+template <class T>
+void constrain_object_cpu(cplx<T>* values, int64_t count, int constraint, int threads);
+
 }  // namespace mspt

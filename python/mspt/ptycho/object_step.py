@@ -46,3 +46,12 @@ def windowed_object_step(
         slices, grad, probe_intensity, positions, float(step), float(curvature), float(floor_fraction),
         _CONSTRAINT_CODES[constraint], int(threads or 0),
     )  # fmt: skip
+
+
+def constrain_object(slices: np.ndarray, constraint: str, threads: int | None = None) -> np.ndarray:
+    """The object constraint on every value of ``slices`` (C-contiguous complex64 or complex128), in place;
+    returns ``slices``. The same projection the windowed step applies to a batch's windows."""
+    if constraint not in _CONSTRAINT_CODES:
+        raise ValueError(f"constraint: expected one of {OBJECT_CONSTRAINTS}, got {constraint!r}")
+    _core.constrain_object(slices, _CONSTRAINT_CODES[constraint], int(threads or 0))
+    return slices

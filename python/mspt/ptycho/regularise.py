@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from .object_step import constrain_object
+
 
 def apply_object_constraint(slices: np.ndarray, constraint: str, out: np.ndarray | None = None) -> np.ndarray:
     """"amplitude_le_1": a transmission amplitude never exceeds 1 (the sample does not add electrons);
     "phase_only": the amplitude is 1 everywhere; "none": unchanged. The result goes to ``out`` (``slices``
-    itself constrains in place, one slice at a time with one real plane of scratch: the engine projects
-    after every batch), else to a new array ("none": ``slices``)."""
+    itself constrains in place, without scratch), else to a new array ("none": ``slices``). The projection
+    is the native one the engine's batch steps apply (object_step.py); complex64 or complex128 values."""
     if constraint == "none":
         if out is None or out is slices:
             return slices
         out[...] = slices
         return out
     if out is None:
-        out = np.empty_like(slices)
-    floor = 1e-12 if constraint == "phase_only" else 1.0
-    scale = np.empty(slices.shape[1:], dtype=slices.real.dtype)
-    for source, target in zip(slices, out):
-        np.abs(source, out=scale)
-        np.maximum(scale, floor, out=scale)
-        np.divide(1.0, scale, out=scale)
-        np.multiply(source, scale, out=target)
-    return out
+        out = np.array(slices, order="C")
+    elif out is not slices:
+        out[...] = slices
+    return constrain_object(out, constraint)
 
 
 def kz_filter(slices: np.ndarray, slice_thickness_A: float, sampling_A, strength: float) -> np.ndarray:
