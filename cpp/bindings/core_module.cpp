@@ -7,8 +7,7 @@
 
 #include "bindings/multislice_binding.h"
 #include "bindings/multislice_tape_binding.h"
-#include "bindings/object_step_binding.h"
-#include "bindings/probe_step_binding.h"
+#include "bindings/batch_steps_binding.h"
 #include "cpu/fft_cpu.h"
 #include "cpu/likelihood_cpu.h"
 #include "cpu/linear_ops_cpu.h"
@@ -262,8 +261,7 @@ PYBIND11_MODULE(MSPT_MODULE_NAME, m) {
       "feature"_a, "Whether this processor has an instruction-set feature (\"avx2\", \"fma\").");
   m.def("illumination", &illumination_py, "patch"_a, "positions_px"_a, "obj_h"_a, "obj_w"_a,
         "Sum of one float32 patch placed at every probe window (the illumination of a batch).");
-  mspt::bind_object_step(m);
-  mspt::bind_probe_step(m);
+  mspt::bind_batch_steps(m);
   m.def("window_power", &window_power_py, "object"_a, "positions_px"_a, "ny"_a, "nx"_a, "threads"_a = 0,
         "Sum over probe windows of |complex64 object window|^2 (threads 0: OpenMP's default).");
   m.def("build_info", []() {
