@@ -30,8 +30,8 @@ inline void validate_windows(const double* positions, int64_t batch, int ny, int
   for (int64_t b = 0; b < batch; ++b) {
     const double y = positions[2 * b], x = positions[2 * b + 1];
     if (!std::isfinite(y) || !std::isfinite(x)) {
-      throw std::invalid_argument("positions_px[" + std::to_string(b) + "] = (" + std::to_string(y) + ", " +
-                                  std::to_string(x) + "): expected finite (y, x) pixel positions");
+      throw std::invalid_argument("positions_px: expected finite (y, x) pixel positions, got (" + std::to_string(y) +
+                                  ", " + std::to_string(x) + ") at index " + std::to_string(b));
     }
     const ProbeWindow w = probe_window(y, x, ny, nx);
     if (w.r0 < 0 || w.c0 < 0 || w.r0 + ny > obj_h || w.c0 + nx > obj_w) {
