@@ -103,3 +103,31 @@ def test_lazy_hdf5_reading_matches_memory(tmp_path):
         lazy = scan(data=f["data"])
         idx = [11, 2, 5, 0, 11]
         np.testing.assert_array_equal(lazy.read(idx), data.reshape(12, 16, 16)[idx])
+
+
+def test_a_few_patterns_of_a_row_are_read_without_the_rest_of_it(tmp_path):
+    """The held-out positions take a few patterns from many scan rows: those are read on their own, while a
+    row a batch wants much of is read whole; both give the same patterns."""
+    h5py = pytest.importorskip("h5py")
+    data = np.random.default_rng(1).poisson(3.0, (4, 16, 8, 8)).astype(np.float32)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("data", data=data, chunks=(1, 1, 8, 8))
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        reads = []
+
+        class Recording:
+            shape = f["data"].shape
+
+            def __getitem__(self, key):
+                block = f["data"][key]
+                reads.append(int(np.prod(block.shape[:-2])))
+                return block
+
+        lazy = scan(data=Recording())
+        sparse = [3, 37, 35, 60]  # rows 0, 2, 2, 3: one, two and one of 16 patterns
+        np.testing.assert_array_equal(lazy.read(sparse), data.reshape(64, 8, 8)[sparse])
+        assert reads == [1, 2, 1]
+        reads.clear()
+        dense = list(range(16, 28)) + [5]  # 12 of row 1's 16, one of row 0's
+        np.testing.assert_array_equal(lazy.read(dense), data.reshape(64, 8, 8)[dense])
+        assert reads == [1, 16]

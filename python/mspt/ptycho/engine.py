@@ -46,6 +46,7 @@ from .config import PtychoConfig
 from .memory import preferred_batch_size
 from .object_step import windowed_object_step
 from .probe_step import windowed_probe_step
+from .read_ahead import read_ahead
 from .diagnostics import GRID_CHECK_EVERY, STACK_DRIFT_FRACTION, Diagnostics
 from .regularise import apply_object_constraint, kz_filter, orthogonalise_modes, shift_slices, slice_shear_rate, tv_step
 from .position_search import FINE_STEP_PX, coarse_step_px, disk_offsets, refine_offsets
@@ -223,6 +224,14 @@ class PtychoEngine:
     def _read(self, batch: np.ndarray) -> np.ndarray:
         return self._data[batch] if self._data is not None else self.scan.read(batch)
 
+    def _batches_with_patterns(self):
+        """This pass's training batches and their patterns; streamed from the file, the next batch is read
+        while this one is fitted (read_ahead.py)."""
+        batches = self._batches()
+        if self._data is not None:
+            return ((batch, self._data[batch]) for batch in batches)
+        return read_ahead(self.scan.read, batches)
+
     def run_iteration(self) -> float:
         """One pass over the data; returns the mean loss per pattern."""
         cfg = self.config
@@ -246,10 +255,10 @@ class PtychoEngine:
         # clears the windows it read, so no batch allocates or clears an object. (The CUDA engine returns
         # a whole gradient per batch; accumulating on the host would first send the buffer to the device.)
         slice_gradient = np.zeros_like(self.slices) if cfg.device == "cpu" else None
-        for batch in self._batches():
+        for batch, patterns in self._batches_with_patterns():
             positions = self.positions_px[batch]  # a copy: the steps below use the positions the batch was fitted at
             fit = ops.multislice_loss_grad(
-                self._read(batch), self.slices, self.probe, positions, self.slice_thickness_A,
+                patterns, self.slices, self.probe, positions, self.slice_thickness_A,
                 self.scan.energy_eV, self.sampling_A, likelihood=cfg.likelihood, tilt_mrad=self.tilt_mrad,
                 wrt=wrt, device=cfg.device, threads=cfg.threads, check_data=False, accumulate_slices=slice_gradient,
             )  # fmt: skip
@@ -262,7 +271,9 @@ class PtychoEngine:
                 gradient[batch] = fit.positions_px
             if refine_positions:
                 self._step_positions(batch, positions, fit.positions_px)
-            del fit  # this batch's gradients are freed before the next batch's are made: their memory is reused
+            # This batch's gradients and patterns are freed before the next batch's are made: their memory is
+            # reused (and a streamed run holds two batches of patterns, not three: read_ahead.py).
+            del fit, patterns
         del slice_gradient  # freed before the iteration's filters make their own stack-sized temporaries
         if refine_scan:
             self._step_scan_model(gradient)

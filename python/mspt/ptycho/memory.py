@@ -6,9 +6,10 @@ bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of c
 
 * Python loop (engine.py, reconstruct.py): the object slices and the best-state copy the stopping rule keeps;
   per batch the object gradient the native call returns (the previous batch's is freed first; the step
-  scales it in place); after each iteration the object constraint's scale (a float32 stack; the constraint
-  is applied in place); the patterns when held in memory, else one batch read from the file (scan.py reads
-  a raster file one scan row at a time: the row and its selection, written into the float32 batch).
+  scales it in place; the object constraint works in place without scratch); the patterns when held in
+  memory, else two batches read from the file, the one being fitted and the next, read meanwhile
+  (read_ahead.py; scan.py reads a raster file one scan row at a time: the row and its selection, written
+  into the float32 batch).
 * CPU engine (cpp/cpu/multislice_cpu.*): per thread the waves entering each slice (S x M planes) and, with
   tilt refinement, the propagated spectra (S x M), M far-field planes, 4 complex work planes (one of them
   the band-limited transforms') and 2 float ones; per chunk of positions (:func:`cpu_chunk_positions`) the
@@ -306,12 +307,13 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
         MemoryComponent("object slices", "host", z.object, f"{z.S} x {z.H} x {z.W} complex64"),
         MemoryComponent("best state", "host", z.object + z.probe, "the state the stopping rule keeps"),
         MemoryComponent("object gradient", "host", z.object, "this batch's, scaled in place by the step"),
-        MemoryComponent("object update work", "host", z.object_float, "the constraint's scale (applied in place)"),
         MemoryComponent("probe modes", "host", 4 * z.probe, "probe, gradient, step, orthogonalisation"),
         MemoryComponent("positions", "host", z.N * (4 * 2 * 8 + 8),
                         "refined, nominal, momentum, best; loss per position"),
         MemoryComponent("data batch", "host", z.read_bytes(batch), f"{batch} patterns per step"),
     ]  # fmt: skip
+    if streamed:  # the next batch is read while this one is fitted (read_ahead.py)
+        comps.append(MemoryComponent("data batch read ahead", "host", z.read_bytes(batch), "the next batch's patterns"))
     if z.device == "cpu":
         t, S, M, plane = z.threads, z.S, z.M, z.plane
         # Every buffer the engine allocates counts, written or not: whether never-written pages become
@@ -354,8 +356,8 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
     O = z.object
     # Host peak of each phase: what is alive together (see the module docstring).
     iterate_work = max(
-        named["object gradient"] + named["data batch"],  # the native call and the step
-        named["object update work"] if cfg.object_constraint != "none" else 0,  # after each iteration
+        # The native call and the step (a streamed run reads the next batch meanwhile).
+        named["object gradient"] + named["data batch"] + named.get("data batch read ahead", 0),
         named.get("position search", 0),
     )
     # The regularisers' own temporaries (measured with tracemalloc on regularise.py): the kz filter works in

@@ -17,6 +17,9 @@ from .. import _validate as v
 from ..constants import wavelength_A
 
 DEFOCUS_REFERENCES = ("centre", "entrance")
+# A scan row of which a read wants fewer than this fraction of the patterns is read pattern by pattern (only
+# the chunks that hold them), a row wanted more fully in one contiguous read.
+SPARSE_ROW_FRACTION = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,10 @@ class PtychoScan:
 
     def _read_lazy(self, indices: np.ndarray, target: np.ndarray) -> None:
         """Write the patterns at ``indices`` into ``target`` (B, k_y, k_x) from a lazily indexed array (h5py),
-        which wants increasing indices, one axis at a time: whole scan rows are read, one at a time."""
+        which wants increasing indices, one axis at a time: one scan row at a time, the whole row where the
+        batch wants much of it (one contiguous read), only the wanted patterns where it wants a few (the
+        held-out positions, the curvature's sample and a search take a few patterns from many rows; read
+        whole, their rows cost as much as a pass over the scan)."""
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
         shape = self.data.shape
@@ -162,7 +168,13 @@ class PtychoScan:
             rows, cols = np.divmod(sorted_idx, shape[1])
             for row in np.unique(rows):
                 sel = rows == row
-                target[order[sel]] = np.asarray(self.data[int(row)])[cols[sel]]
+                wanted = cols[sel]  # increasing
+                if len(wanted) < SPARSE_ROW_FRACTION * shape[1]:
+                    unique, inverse = np.unique(wanted, return_inverse=True)  # the file wants each index once
+                    block = np.asarray(self.data[int(row), unique.tolist()])
+                    target[order[sel]] = block if len(unique) == len(wanted) else block[inverse]
+                else:
+                    target[order[sel]] = np.asarray(self.data[int(row)])[wanted]
         else:
             unique, inverse = np.unique(sorted_idx, return_inverse=True)
             block = np.asarray(self.data[unique])
