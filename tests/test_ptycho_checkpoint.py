@@ -95,7 +95,7 @@ def test_result_round_trips_through_the_results_file_and_draws_a_report(small_sc
     assert back.stop_reason == result.stop_reason and back.config == result.config
     assert back.best_iteration == result.best_iteration
     assert result.probe_defocus_A is not None and back.probe_defocus_A == result.probe_defocus_A
-    with pytest.raises(FileExistsError, match="ptycho/003 already exists"):
+    with pytest.raises(FileExistsError, match="'ptycho/003' already exists"):
         save_result(tmp_path / "results.h5", result, tilt=3)
     save_result(tmp_path / "results.h5", result, tilt=4)  # another tilt joins the same file
     png = save_report(result, tmp_path / "tilt003.png")

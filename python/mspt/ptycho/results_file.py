@@ -20,8 +20,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from ..io.atomic import atomic_path
-
+from ..io.results import write_group
 from .config import PtychoConfig
 from .result import PtychoResult
 
@@ -35,34 +34,30 @@ ARRAYS = {
 
 def save_result(path, result: PtychoResult, tilt: int = 0, *, overwrite: bool = False) -> None:
     """Write ``result`` as group ``ptycho/{tilt:03d}`` of the results file at ``path`` (created if absent)."""
-    path = pathlib.Path(path)
-    group_name = f"ptycho/{int(tilt):03d}"
-    with atomic_path(path, name="path", copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
-        if group_name in f:
-            if not overwrite:
-                raise FileExistsError(f"{path}: {group_name} already exists; pass overwrite=True to replace it")
-            del f[group_name]
-        g = f.create_group(group_name)
-        for name, field in ARRAYS.items():
-            value = getattr(result, field)
-            if value is not None:
-                g.create_dataset(name, data=np.asarray(value))
-        g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
-        g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
-        g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
-        g.attrs["stop_reason"] = result.stop_reason
-        g.attrs["iterations_run"] = int(result.iterations_run)
-        g.attrs["best_iteration"] = int(result.best_iteration)
-        g.attrs["stack_shift_A"] = float(result.stack_shift_A)
-        if result.probe_defocus_A is not None:
-            g.attrs["probe_defocus_A"] = float(result.probe_defocus_A)
-        g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
-        g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
-        g.attrs["timings"] = json.dumps(result.timings)
-        g.attrs["warnings"] = json.dumps([list(w) for w in result.warnings])
-        if result.frc is not None:
-            g.attrs["frc_resolution_A"] = float(result.frc_resolution_A)
-            g.attrs["frc"] = json.dumps(result.frc)
+    write_group(pathlib.Path(path), f"ptycho/{int(tilt):03d}", lambda g: _write(g, result), overwrite)
+
+
+def _write(g: h5py.Group, result: PtychoResult) -> None:
+    for name, field in ARRAYS.items():
+        value = getattr(result, field)
+        if value is not None:
+            g.create_dataset(name, data=np.asarray(value))
+    g.attrs["pixel_size_A"] = np.asarray(result.pixel_size_A, dtype=float)
+    g.attrs["slice_thickness_A"] = float(result.slice_thickness_A)
+    g.attrs["object_origin_A"] = np.asarray(result.object_origin_A, dtype=float)
+    g.attrs["stop_reason"] = result.stop_reason
+    g.attrs["iterations_run"] = int(result.iterations_run)
+    g.attrs["best_iteration"] = int(result.best_iteration)
+    g.attrs["stack_shift_A"] = float(result.stack_shift_A)
+    if result.probe_defocus_A is not None:
+        g.attrs["probe_defocus_A"] = float(result.probe_defocus_A)
+    g.attrs["regularisation"] = json.dumps(result.regularisation, default=float)
+    g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
+    g.attrs["timings"] = json.dumps(result.timings)
+    g.attrs["warnings"] = json.dumps([list(w) for w in result.warnings])
+    if result.frc is not None:
+        g.attrs["frc_resolution_A"] = float(result.frc_resolution_A)
+        g.attrs["frc"] = json.dumps(result.frc)
 
 
 def load_result(path, tilt: int = 0) -> PtychoResult:

@@ -16,7 +16,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from ..io.atomic import atomic_path
+from ..io.results import write_group
 
 from .config import TomoConfig
 from .result import TomoResult
@@ -34,18 +34,16 @@ def save_tomo_result(path, result: TomoResult, overwrite: bool = False) -> pathl
     if not isinstance(result, TomoResult):
         raise TypeError(f"result: expected an mspt.tomo.TomoResult, got {type(result).__name__}")
     path = pathlib.Path(path)
-    with atomic_path(path, name="path", copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
-        if GROUP in f:
-            if not overwrite:
-                raise FileExistsError(f"{path}: {GROUP} already exists; pass overwrite=True to replace it")
-            del f[GROUP]
-        g = f.create_group(GROUP)
+
+    def write(g: h5py.Group) -> None:
         for name, field in ARRAYS.items():
             g.create_dataset(name, data=np.asarray(getattr(result, field)))
         g.attrs["voxel_size_A"] = float(result.voxel_size_A)
         g.attrs["projector_calls"] = float(result.projector_calls)
         g.attrs["timings"] = json.dumps(result.timings)
         g.attrs["config"] = json.dumps(dataclasses.asdict(result.config))
+
+    write_group(path, GROUP, write, overwrite)
     return path
 
 
