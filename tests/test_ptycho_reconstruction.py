@@ -3,6 +3,7 @@ truth: a SrTiO3 [001] slab 31 A thick (16 abTEM slices), 200 keV, 25 mrad, 16 x 
 Poisson noise at 1e5 e/A^2 (tests/ptycho_data.py). mspt reconstructs it with 8 slices."""
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -71,17 +72,20 @@ def test_mistilt_is_recovered(measured):
 
 
 class CountingDataset:
-    """An h5py dataset that records the largest number of patterns any single read returns."""
+    """An h5py dataset that records the largest number of patterns any single read returns, and the threads
+    that read."""
 
     def __init__(self, dataset):
         self.dataset = dataset
         self.shape = dataset.shape
         self.largest_read = 0
+        self.readers = set()
 
     def __getitem__(self, key):
         block = self.dataset[key]
         patterns = int(np.prod(block.shape[:-2])) if block.ndim > 2 else 1
         self.largest_read = max(self.largest_read, patterns)
+        self.readers.add(threading.current_thread().name.split("_")[0])
         return block
 
 
@@ -95,8 +99,10 @@ def test_a_scan_larger_than_the_memory_budget_streams_from_its_file(clean, tmp_p
         config = PtychoConfig(n_slices=N_SLICES, slice_thickness_A=clean.thickness_A / N_SLICES, iterations=20,
                               progress=False, batch_size=32, memory_budget_bytes=clean.data.nbytes // 4)  # fmt: skip
         result = reconstruct(scan, config)
-    # Whole scan rows (16 patterns) at a time, never the scan (256 patterns).
+    # Whole scan rows (16 patterns) at a time, never the scan (256 patterns); the training batches are read
+    # ahead, in a background thread, while the previous batch is fitted.
     assert counting.largest_read <= 16
+    assert "mspt-read-ahead" in counting.readers
     r = measured("ptycho streamed from HDF5", "summed-phase r vs truth (20 iterations)", summed_phase_r(result, clean), 0.98, ">")
     assert r >= 0.98
 
