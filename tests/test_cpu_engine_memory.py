@@ -4,8 +4,9 @@ buffers, per thread, per call and per chunk of positions).
 
 The engine works through a call's positions in chunks of max(2t, min(max(16, 4t), 4 MiB / (S x plane bytes)))
 positions (t threads), rounded down to a multiple of t: the cases cover each branch of that rule (the thread
-bound, the cache bound and the minimum of two per thread), and one thread with one mode, which keeps no
-object-gradient windows."""
+bound, the cache bound and the minimum of two per thread), and one thread, which adds each position's
+gradients to the totals itself (one position's object-gradient windows, none with one mode, and no
+probe-gradient spectra)."""
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ CASES = {
     "cache bound (4), 24 slices": (2, 24, 2, (64, 64), True, True),
     "two per thread (6), 3 threads": (3, 24, 1, (64, 64), False, False),
     "no window buffers, 1 thread 1 mode": (1, 4, 1, (64, 64), True, False),
+    "one position's windows, 1 thread 3 modes": (1, 4, 3, (64, 64), True, True),
 }
 
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cpu/denormals.h"
 #include "cpu/vector_log.h"
@@ -74,9 +75,9 @@ MultisliceCpu<T>::MultisliceCpu(int ny, int nx, int n_slices, int modes, int thr
   // Whole rounds: every thread takes as many of a chunk's positions (7 on 2 threads left one idle for a
   // position's time in every chunk).
   chunk_ -= chunk_ % threads_;
-  // One thread visits the positions in order, and one mode needs no sum over modes first: each position
-  // then adds its window's gradient to the object's directly, in the order the chunk's reduction would.
-  direct_slices_ = threads_ == 1 && modes == 1;
+  // One thread visits the positions in order: each position then adds its gradients to the totals itself,
+  // in the order the chunk's reduction would (the same bits), while they are still in cache.
+  in_order_ = threads_ == 1;
   fft_ = Fft2Plan<T>::get(ny, nx);
   scratch_.resize(threads_);
   for (auto& sc : scratch_) {
@@ -333,17 +334,17 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
       cplx<T>* g = sc.grad.data();
       // The slice window's gradient conj(psi) g (summed over modes) and the wave's gradient conj(O) g, in
       // one branch-free pass per case. The window's gradient goes to this position's patch (rows of nx, the
-      // first mode overwrites) or, on one thread with one mode, straight into the object's gradient (rows
-      // of obj_w): the same sums in the same order, without the patch's round trip through memory.
-      cplx<T>* patch = nullptr;
-      int64_t patch_stride = nx;
-      if (a.grad_slices != nullptr && direct_slices_) {
-        patch = a.grad_slices + s * obj_plane + win.r0 * a.obj_w + win.c0;
-        patch_stride = a.obj_w;
-      } else if (a.grad_slices != nullptr) {
-        patch = patch_grads_.data() + (size_t(slot) * S + s) * plane;
-      }
-      const bool overwrite = m == 0 && !direct_slices_;
+      // first mode overwrites), added to the object's gradient after the last mode: by scatter_chunk, or
+      // here when positions come in order. With one mode in order there is no patch: the window's gradient
+      // goes straight into the object's (rows of obj_w).
+      cplx<T>* window = a.grad_slices != nullptr ? a.grad_slices + s * obj_plane + win.r0 * a.obj_w + win.c0 : nullptr;
+      const bool straight = in_order_ && M == 1;
+      cplx<T>* patch = straight ? window : nullptr;
+      const int64_t patch_stride = straight ? a.obj_w : nx;
+      if (window != nullptr && !straight)
+        patch = patch_grads_.data() + (size_t(in_order_ ? 0 : slot) * S + s) * plane;
+      const bool overwrite = m == 0 && !straight;
+      cplx<T>* flush = in_order_ && !straight && m == M - 1 ? window : nullptr;
       for (int iy = 0; iy < ny; ++iy) {
         const size_t row = size_t(iy) * nx;
         cplx<T>* gr = g + row;
@@ -362,6 +363,11 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
             out[ix] = out[ix] + conj_mul(pr[ix], gr[ix]);
             gr[ix] = transmit_adjoint(gr[ix], slice, a.obj_w, win.r0, win.c0, iy, ix);
           }
+        }
+        if (flush != nullptr) {  // the row summed over the modes, into the object's gradient
+          cplx<T>* dst = flush + iy * a.obj_w;
+          const cplx<T>* src = patch + iy * patch_stride;
+          for (int ix = 0; ix < nx; ++ix) dst[ix] = dst[ix] + src[ix];
         }
       }
       if (s == 0) break;
@@ -393,21 +399,33 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
     if (a.grad_probe == nullptr && a.grad_positions == nullptr) continue;
     fft_->forward(sc.grad.data(), sc.work.data());
     const cplx<T>* Phat = probe_spectra_.data() + size_t(m) * plane;
-    cplx<T>* pg = a.grad_probe != nullptr ? probe_grads_.data() + (size_t(slot) * M + m) * plane : sc.tmp.data();
-    for (int iy = 0; iy < ny; ++iy) {
-      const cplx<T> ry = sc.ramp_y[iy] * inv_n;
-      const T ky = T(ky_px_[iy]);
-      const cplx<T>* qr = sc.work.data() + size_t(iy) * nx;
-      const cplx<T>* pr = Phat + size_t(iy) * nx;
-      cplx<T>* gr = pg + size_t(iy) * nx;
-      const cplx<T>* rx = sc.ramp_x.data();
-      for (int ix = 0; ix < nx; ++ix) {
-        const cplx<T> ramp = ry * rx[ix];
-        gr[ix] = conj_mul(ramp, qr[ix]);
-        const T im = conj_mul(qr[ix], pr[ix] * ramp).im;
-        pos_cols[ix] = pos_cols[ix] + make_cplx(im, ky * im);
+    // This position's probe gradient spectrum: into the chunk's buffer (scatter_chunk sums it), or, with the
+    // positions in order, added to the total here.
+    const bool add_to_total = in_order_ && a.grad_probe != nullptr;
+    cplx<T>* pg = add_to_total            ? probe_acc_.data() + size_t(m) * plane
+                  : a.grad_probe != nullptr ? probe_grads_.data() + (size_t(slot) * M + m) * plane
+                                            : sc.tmp.data();
+    auto probe_rows = [&](auto adding) {
+      constexpr bool add = decltype(adding)::value;
+      for (int iy = 0; iy < ny; ++iy) {
+        const cplx<T> ry = sc.ramp_y[iy] * inv_n;
+        const T ky = T(ky_px_[iy]);
+        const cplx<T>* qr = sc.work.data() + size_t(iy) * nx;
+        const cplx<T>* pr = Phat + size_t(iy) * nx;
+        cplx<T>* gr = pg + size_t(iy) * nx;
+        const cplx<T>* rx = sc.ramp_x.data();
+        for (int ix = 0; ix < nx; ++ix) {
+          const cplx<T> ramp = ry * rx[ix];
+          gr[ix] = add ? gr[ix] + conj_mul(ramp, qr[ix]) : conj_mul(ramp, qr[ix]);
+          const T im = conj_mul(qr[ix], pr[ix] * ramp).im;
+          pos_cols[ix] = pos_cols[ix] + make_cplx(im, ky * im);
+        }
       }
-    }
+    };
+    if (add_to_total)
+      probe_rows(std::true_type());
+    else
+      probe_rows(std::false_type());
   }
   double tilt_y = 0, tilt_x = 0, pos_y = 0, pos_x = 0;
   for (int ix = 0; ix < nx; ++ix) {
@@ -429,7 +447,8 @@ void MultisliceCpu<T>::backward_position(const MultisliceArgs<T>& a, int64_t b, 
 template <class T>
 void MultisliceCpu<T>::scatter_chunk(const MultisliceArgs<T>& a, int64_t first, int64_t count) {
   const int ny = ny_, nx = nx_, S = n_slices_, M = modes_;
-  if (a.grad_slices != nullptr && !direct_slices_) {
+  if (in_order_) return;  // every position added its own gradients
+  if (a.grad_slices != nullptr) {
     // Only the rows the chunk's windows cover: the rest of the object is not visited.
     const int64_t first_row = *std::min_element(chunk_r0_.begin(), chunk_r0_.begin() + count);
     const int64_t span = *std::max_element(chunk_r0_.begin(), chunk_r0_.begin() + count) + ny - first_row;
@@ -482,13 +501,14 @@ void MultisliceCpu<T>::run(const MultisliceArgs<T>& a) {
   }
   prepare(a);
   if (backward && a.grad_slices != nullptr) {
-    if (patch_grads_.size() == 0 && !direct_slices_)
-      patch_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * n_slices_ * plane_);
+    // Positions in order need one position's patch (none with one mode), a chunk's otherwise.
+    const size_t patches = in_order_ ? (modes_ > 1 ? 1 : 0) : size_t(chunk_);
+    if (patch_grads_.size() == 0 && patches > 0) patch_grads_ = AlignedBuffer<cplx<T>>(patches * n_slices_ * plane_);
     if (!a.accumulate_slices)
       std::memset(static_cast<void*>(a.grad_slices), 0, size_t(n_slices_) * a.obj_h * a.obj_w * sizeof(cplx<T>));
   }
   if (backward && a.grad_probe != nullptr) {
-    if (probe_grads_.size() == 0) probe_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * modes_ * plane_);
+    if (probe_grads_.size() == 0 && !in_order_) probe_grads_ = AlignedBuffer<cplx<T>>(size_t(chunk_) * modes_ * plane_);
     probe_acc_.zero();
   }
   tilt_terms_.assign(size_t(2 * a.batch), 0.0);

@@ -91,7 +91,7 @@ class MultisliceCpu {
   int ny_, nx_, n_slices_, modes_, threads_;
   size_t n_, plane_;
   int64_t chunk_;
-  bool direct_slices_ = false;  // positions add their window gradients to the object's (see run)
+  bool in_order_ = false;  // one thread: each position adds its own gradients to the totals
   std::shared_ptr<const Fft2Plan<T>> fft_;
   std::shared_ptr<const BandFft2<T>> band_fft_;  // the propagator's band rows (null: full transforms)
   bool far_field_banded_ = false;                // the far field has the same band (bandlimit_farfield)

@@ -11,7 +11,8 @@ namespace mspt {
 
 template <class T>
 T windowed_probe_step_cpu(const ProbeStepArgs<T>& a) {
-  if (a.modes < 1 || a.ny < 1 || a.nx < 1) throw std::invalid_argument("probe: expected a non-empty (modes, ny, nx) stack");
+  if (a.modes < 1 || a.ny < 1 || a.nx < 1)
+    throw std::invalid_argument("probe: expected a non-empty (modes, ny, nx) stack");
   if (a.batch < 1) throw std::invalid_argument("positions_px: expected at least one position");
   const size_t n = size_t(a.ny) * a.nx;
   // The coverage (window_power_cpu checks that every window lies inside the slice), then the gains in place.

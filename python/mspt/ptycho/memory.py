@@ -13,8 +13,9 @@ bytes; "object" = one (S, H, W) complex64 stack, "plane" = one probe window of c
 * CPU engine (cpp/cpu/multislice_cpu.*): per thread the waves entering each slice (S x M planes) and, with
   tilt refinement, the propagated spectra (S x M), M far-field planes, 4 complex work planes (one of them
   the band-limited transforms') and 2 float ones; per chunk of positions (:func:`cpu_chunk_positions`) the
-  object-gradient windows (S planes each; none on one thread with one mode, which adds them to the object's
-  gradient directly) and probe-gradient spectra.
+  object-gradient windows (S planes each) and probe-gradient spectra. One thread visits the positions in
+  order and adds each one's gradients to the totals itself: it keeps one position's windows (none with one
+  mode) and no probe-gradient spectra.
 * CUDA engine (cuda/multislice_cuda.*): the object and its gradient, the probe, its spectrum and gradient,
   and per chunk of P = min(256, positions per call, what 70 % of the free memory holds) positions the waves
   of every slice, far field, work and gradient stacks (M planes each), four float planes, and a cuFFT work
@@ -329,9 +330,10 @@ def _host_components(z: _Sizes, batch: int, streamed: bool) -> tuple[list[Memory
             comps.append(MemoryComponent(
                 UNWRITTEN, "host", t * spectra * plane, f"{t} threads x {spectra} planes for the tilt gradient"))
         chunk = cpu_chunk_positions(t, S, plane)
-        # One thread with one mode adds each window's gradient to the object's directly: no window buffers.
-        windows = 0 if (t == 1 and M == 1) else S
-        per_chunk = chunk * (windows + (M if z.refine_probe else 0)) * plane
+        if t == 1:  # positions in order add their own gradients: one position's windows (none with one mode)
+            per_chunk = (S if M > 1 else 0) * plane
+        else:
+            per_chunk = chunk * (S + (M if z.refine_probe else 0)) * plane
         comps.append(MemoryComponent(
             "engine chunk buffers", "host", per_chunk + (2 * M + 1) * plane, f"gradient windows of {chunk} positions"))
     if z.search:
