@@ -16,6 +16,20 @@
 namespace mspt {
 namespace py = pybind11;
 
+// What the object and the probe steps share: the batch's positions (checked) and the step's scalars.
+template <class Args>
+void set_batch_step(Args& a, const py::array& positions, double step, double curvature, double floor_fraction,
+                    int threads) {
+  using T = decltype(a.step);
+  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
+  a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
+  a.batch = B;
+  a.step = T(step);
+  a.curvature = T(curvature);
+  a.floor_fraction = T(floor_fraction);
+  a.threads = threads;
+}
+
 template <class T>
 double windowed_object_step_typed(const py::array& slices, const py::array& grad, const py::array& probe_intensity,
                                   const py::array& positions, double step, double curvature, double floor_fraction,
@@ -30,14 +44,8 @@ double windowed_object_step_typed(const py::array& slices, const py::array& grad
   a.probe_intensity = check_array<T>("probe_intensity", probe_intensity, {-1, -1}, false);
   a.ny = int(probe_intensity.shape(0));
   a.nx = int(probe_intensity.shape(1));
-  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
-  a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
-  a.batch = B;
-  a.step = T(step);
-  a.curvature = T(curvature);
-  a.floor_fraction = T(floor_fraction);
+  set_batch_step(a, positions, step, curvature, floor_fraction, threads);
   a.constraint = constraint;
-  a.threads = threads;
   py::gil_scoped_release release;
   return double(windowed_object_step_cpu<T>(a));
 }
@@ -66,13 +74,7 @@ double windowed_probe_step_typed(const py::array& probe, const py::array& grad, 
   a.slice = reinterpret_cast<const cplx<T>*>(check_array<C>("slice", slice, {-1, -1}, false));
   a.obj_h = slice.shape(0);
   a.obj_w = slice.shape(1);
-  const py::ssize_t B = positions.ndim() == 2 ? positions.shape(0) : -1;
-  a.positions = check_array<double>("positions_px", positions, {B, 2}, false);
-  a.batch = B;
-  a.step = T(step);
-  a.curvature = T(curvature);
-  a.floor_fraction = T(floor_fraction);
-  a.threads = threads;
+  set_batch_step(a, positions, step, curvature, floor_fraction, threads);
   py::gil_scoped_release release;
   return double(windowed_probe_step_cpu<T>(a));
 }
